@@ -1,0 +1,1 @@
+"""Exercise release and autograding (learner code never runs in the grading process)."""

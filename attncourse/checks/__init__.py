@@ -61,8 +61,11 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.status == "passed"
 
-    def __repr__(self) -> str:  # shown if the result is the last expression of a cell
+    def __repr__(self) -> str:
         return f"<check {self.exercise}: {self.status}, {self.passed}/{self.total} cases>"
+
+    def _ipython_display_(self) -> None:
+        """Show nothing in a notebook: the feedback was already printed."""
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -116,5 +119,5 @@ def check(exercise_id: str, fn: Callable, *, verbose: bool = True) -> CheckResul
         print(head)
         print("\n".join(lines))
         if result:
-            print("  (The autograder runs more cases: odd sizes, other dtypes, gradients.)")
+            print("  (When you submit, the hidden tests try more and harder cases.)")
     return result

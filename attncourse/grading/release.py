@@ -143,8 +143,27 @@ def strip_solutions(source: str, exercise_id: str, where: str = "cell") -> str:
     return "\n".join(out)
 
 
-def release_notebook(nb, path="notebook"):
-    """The learner version of a solution notebook (a new object; ``nb`` is untouched)."""
+REPOSITORY_TOKEN = "ATTNCOURSE_REPOSITORY"
+DEFAULT_REPOSITORY = "https://github.com/attncourse/attncourse"
+
+
+def repository_url(config: str | Path = "_config.yml") -> str:
+    """The course's repository URL from the book's ``_config.yml`` (the one setting a fork changes)."""
+    path = Path(config)
+    if path.exists():
+        import yaml
+
+        url = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository", {}).get("url")
+        if url:
+            return str(url).rstrip("/")
+    return DEFAULT_REPOSITORY
+
+
+def release_notebook(nb, path="notebook", *, repository: str = DEFAULT_REPOSITORY):
+    """The learner version of a solution notebook (a new object; ``nb`` is untouched).
+
+    ``ATTNCOURSE_REPOSITORY`` in any cell becomes ``repository`` (the install URL used on Colab).
+    """
     exercises = {ex.cell_index: ex for ex in parse_exercises(nb, path)}
     out = copy.deepcopy(nb)
     for i, cell in enumerate(out.cells):
@@ -154,32 +173,35 @@ def release_notebook(nb, path="notebook"):
         cell.metadata.pop("execution", None)
         if i in exercises:
             cell.source = strip_solutions(cell.source, exercises[i].id, _where(path, i, cell))
+        cell.source = cell.source.replace(REPOSITORY_TOKEN, repository)
     out.metadata.setdefault("attncourse", {})["released"] = True
     out.metadata.pop("widgets", None)
     return out
 
 
-def release_text(src: str | Path) -> str:
-    """The exact bytes (as text) the released notebook of ``src`` must have."""
+def release_text(src: str | Path, *, repository: str = DEFAULT_REPOSITORY) -> str:
+    """The exact text the released notebook of ``src`` must have."""
     nb = read_notebook(src)
-    return nbformat.writes(release_notebook(nb, src)) + "\n"
+    return nbformat.writes(release_notebook(nb, src, repository=repository)) + "\n"
 
 
 def release(solutions: str | Path = "solutions", notebooks: str | Path = "notebooks", *,
-            check: bool = False) -> list[Path]:
+            check: bool = False, repository: str | None = None) -> list[Path]:
     """Write ``notebooks/NN.ipynb`` for every ``solutions/NN.ipynb``.
 
     With ``check=True`` nothing is written; the stale or missing outputs are returned instead.
     Returns the paths written (or stale).
     """
     solutions, notebooks = Path(solutions), Path(notebooks)
+    if repository is None:
+        repository = repository_url(solutions.resolve().parent / "_config.yml")
     sources = sorted(solutions.glob("*.ipynb"))
     if not sources:
         raise ExerciseFormatError(f"{solutions}: no solution notebooks (*.ipynb) found")
     changed = []
     for src in sources:
         dst = notebooks / src.name
-        text = release_text(src)
+        text = release_text(src, repository=repository)
         if dst.exists() and dst.read_text(encoding="utf-8") == text:
             continue
         changed.append(dst)

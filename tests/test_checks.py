@@ -1,0 +1,92 @@
+"""Public checks: pass the reference, name what is wrong otherwise, never crash on learner code."""
+import math
+
+import pytest
+import torch
+
+from attncourse import attention, stable_softmax
+from attncourse.checks import check, registered_exercises
+from attncourse.masks import causal_mask, padding_mask
+
+GOOD = {
+    "stable_softmax": stable_softmax,
+    "causal_mask": causal_mask,
+    "padding_mask": padding_mask,
+    "sdpa": lambda q, k, v, mask=None: attention(q, k, v, mask=mask),
+}
+
+
+def naive_softmax(x, dim=-1):
+    return torch.exp(x) / torch.exp(x).sum(dim, keepdim=True)
+
+
+def no_masked_row_softmax(x, dim=-1):
+    return torch.softmax(x, dim)
+
+
+def top_left_causal(tq, tk):
+    return torch.ones(tq, tk, dtype=torch.bool).tril()
+
+
+def unscaled(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return stable_softmax(s) @ v
+
+
+def float32_always(q, k, v, mask=None):
+    return attention(q.float(), k.float(), v.float(), mask=mask)
+
+
+@pytest.mark.parametrize("ex_id", sorted(GOOD))
+def test_reference_passes(ex_id, capsys):
+    result = check(ex_id, GOOD[ex_id])
+    assert result and result.passed == result.total > 0
+    assert "all" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ex_id, fn, expect", [
+    ("stable_softmax", naive_softmax, "NaN"),
+    ("stable_softmax", no_masked_row_softmax, "fully -inf row"),
+    ("causal_mask", top_left_causal, "bottom-right"),
+    ("causal_mask", lambda tq, tk: top_left_causal(tq, tk).int(), "dtype torch.int32, expected torch.bool"),
+    ("padding_mask", lambda lengths, t: padding_mask(lengths, t)[:, 0, 0], "shape (3, 4), expected (3, 1, 1, 4)"),
+    ("sdpa", unscaled, "differs from the expected values"),
+    ("sdpa", float32_always, "dtype torch.float32, expected torch.float64"),
+    ("sdpa", lambda q, k, v, mask=None: (q @ k.transpose(-2, -1)).tolist(), "should be a torch.Tensor"),
+    ("sdpa", lambda q, k, v, mask=None: 1 / 0, "ZeroDivisionError"),
+])
+def test_wrong_answers_get_specific_messages(ex_id, fn, expect, capsys):
+    result = check(ex_id, fn)
+    assert not result and result.status == "failed"
+    out = capsys.readouterr().out
+    assert expect in out, out
+    assert "❌" in out
+
+
+def test_stub_says_not_implemented(capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("exercise sdpa: not implemented yet")
+    result = check("sdpa", stub)
+    assert result.status == "not implemented" and not result
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_unknown_exercise_and_non_callable(capsys):
+    with pytest.raises(KeyError, match="known exercises"):
+        check("no_such_exercise", print)
+    assert not check("sdpa", 42)
+    assert "expects your function" in capsys.readouterr().out
+
+
+def test_every_exercise_in_the_solutions_has_checks():
+    from pathlib import Path
+
+    import nbformat
+
+    from attncourse.grading.release import parse_exercises
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "solutions").glob("*.ipynb")):
+        for ex in parse_exercises(nbformat.read(path, 4), path):
+            assert ex.id in registered_exercises(), f"{path.name}: exercise {ex.id!r} has no public checks"

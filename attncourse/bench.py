@@ -18,7 +18,10 @@ How memory is measured
   allocator hands out), not Python objects or the process's resident size, which the system
   allocator keeps around after frees and so cannot show a peak honestly. For eager attention
   with no mask this gives three ``Tq×Tk`` float32 matrices (``4·Tq·Tk`` bytes each) alive at
-  once: the raw scores, the scaled scores and the softmax temporaries — see the tests.
+  once — the raw scores, the scaled scores and the softmax temporaries; chapter 01 prints
+  the ratio and ``tests/test_bench.py`` checks the lower bound of one matrix.
+  The profiler prints start/stop lines on the C-level stderr, which a Jupyter kernel would
+  show as cell output; the helpers here silence fd 2 while it runs.
 """
 from __future__ import annotations
 
@@ -32,29 +35,46 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import torch
 
 __all__ = [
-    "time_fn", "peak_memory", "sweep_attention", "default_impls", "sdpa_backend_impls",
+    "time_fn", "peak_memory", "dispatched_ops", "sweep_attention", "default_impls", "sdpa_backend_impls",
     "loglog_slope", "format_table", "device_name", "metadata", "run_sdpa_suite", "add_parser",
 ]
 
 
 # ----------------------------------------------------------------------------- helpers
+def _cuda_device(args: Iterable) -> torch.device | None:
+    """The device of the first CUDA tensor among ``args``, else None."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.is_cuda:
+            return a.device
+    return None
+
+
 def _cuda_in_use(args: Iterable) -> bool:
     """Whether a call may have queued CUDA work we must wait for before reading the clock."""
     if not torch.cuda.is_available():
         return False
-    if any(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+    if _cuda_device(args) is not None:
         return True
-    return torch.cuda.is_initialized()  # closures over CUDA tensors
+    return torch.cuda.is_initialized()  # closures over CUDA tensors: a sync is cheap and safe
 
 
-def _sync(cuda: bool) -> None:
-    if cuda:
-        torch.cuda.synchronize()
+def _sync_target(args: Iterable):
+    """What to synchronise around a timed call: False (CPU only), a CUDA device, or None (current)."""
+    args = list(args)
+    if not _cuda_in_use(args):
+        return False
+    return _cuda_device(args)  # None -> the current CUDA device
+
+
+def _sync(target) -> None:
+    if target is not False:
+        torch.cuda.synchronize(target)
 
 
 @contextlib.contextmanager
@@ -91,7 +111,7 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, **kwargs) ->
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"time_fn: need repeats >= 1 and warmup >= 0, got {repeats=}, {warmup=}")
-    cuda = _cuda_in_use(list(args) + list(kwargs.values()))
+    cuda = _sync_target(list(args) + list(kwargs.values()))
     for _ in range(warmup):
         fn(*args, **kwargs)
     times = []
@@ -126,19 +146,21 @@ def _cpu_memory_events(prof) -> list[tuple[int, int]]:
 def peak_memory(fn: Callable, *args, **kwargs) -> int:
     """Peak extra bytes allocated while ``fn(*args, **kwargs)`` runs (tensor storage).
 
-    CUDA (when the arguments or the current context live on a GPU): the caching allocator's
-    ``max_memory_allocated`` minus what was allocated before the call.
-    CPU: the maximum of the running sum of the profiler's allocation/free events (see the
-    module docstring). Memory that the call returns (its output) counts, since it is held at
-    the end of the call. Never negative.
+    CUDA, when a tensor argument lives on a GPU: the caching allocator's
+    ``max_memory_allocated`` on that GPU minus what was allocated before the call (for a
+    closure over CUDA tensors, pass one of them as an argument so the GPU is measured).
+    CPU otherwise: the maximum of the running sum of the profiler's allocation/free events
+    (see the module docstring). Memory that the call returns (its output) counts, since it is
+    held at the end of the call. Never negative.
     """
-    if _cuda_in_use(list(args) + list(kwargs.values())):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+    dev = _cuda_device(list(args) + list(kwargs.values()))
+    if dev is not None:
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
         fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return max(0, int(torch.cuda.max_memory_allocated() - base))
+        torch.cuda.synchronize(dev)
+        return max(0, int(torch.cuda.max_memory_allocated(dev) - base))
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -150,6 +172,27 @@ def peak_memory(fn: Callable, *args, **kwargs) -> int:
         running += nbytes
         peak = max(peak, running)
     return int(peak)
+
+
+def dispatched_ops(fn: Callable, *args, contains: str = "", **kwargs) -> list[str]:
+    """Names of the operators (``aten::...``) one call of ``fn`` dispatched to, in first-call order.
+
+    Shows which kernel really ran, e.g. that CPU SDPA calls
+    ``aten::_scaled_dot_product_flash_attention_for_cpu``. ``contains`` filters the names.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if _cuda_in_use(list(args) + list(kwargs.values())):
+        activities.append(ProfilerActivity.CUDA)
+    with _quiet_stderr_fd():
+        with profile(activities=activities) as prof:
+            fn(*args, **kwargs)
+    names = []
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        if contains in e.name and e.name not in names:
+            names.append(e.name)
+    return names
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -200,13 +243,21 @@ def sdpa_backend_impls(names: Sequence[str] = tuple(_BACKENDS), *, device="cpu",
             continue
         fn = _pinned_sdpa(member)
         x = torch.randn(1, 1, 8, D, device=device, dtype=dtype)
-        try:
-            with _quiet_stderr_fd():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # torch explains *why* a backend was refused in warnings
+            try:
                 fn(x, x, x)
-        except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            skipped[label] = f"cannot run on {device} with {dtype}: {reason}"
-            continue
+                if x.is_cuda:
+                    torch.cuda.synchronize(x.device)
+            except RuntimeError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                why = [str(w.message).strip().splitlines()[0] for w in caught if str(w.message).strip()]
+                if why:
+                    reason += " — " + "; ".join(dict.fromkeys(why))
+                hint = " (torch implements only the flash and math backends on CPU)" \
+                    if torch.device(device).type == "cpu" else ""
+                skipped[label] = f"cannot run on {device} with {str(dtype).replace('torch.', '')}{hint}: {reason}"
+                continue
         impls[label] = fn
     return impls, skipped
 
@@ -214,7 +265,7 @@ def sdpa_backend_impls(names: Sequence[str] = tuple(_BACKENDS), *, device="cpu",
 def sweep_attention(lengths: Sequence[int], *, B: int = 1, H: int = 4, D: int = 64,
                     dtype: torch.dtype = torch.float32, device="cpu",
                     impls: dict[str, Callable] | None = None, repeats: int = 5, warmup: int = 1,
-                    memory: bool = True, seed: int = 0) -> list[dict]:
+                    memory: bool = True, seed: int = 0, on_error: str = "raise") -> list[dict]:
     """Time and peak memory of each implementation at each length ``T`` (self-attention, Tq = Tk).
 
     Inputs ``q, k, v: (B, H, T, D)`` are drawn once per length (fixed ``seed``) and shared by
@@ -222,7 +273,12 @@ def sweep_attention(lengths: Sequence[int], *, B: int = 1, H: int = 4, D: int = 
 
     Returns rows ``{"impl", "T", "seconds", "peak_bytes"}`` (``peak_bytes`` is ``None`` when
     ``memory=False``), ordered by length, then by implementation.
+    ``on_error="record"`` turns a ``RuntimeError`` in one implementation (out of memory at a
+    large ``T``, a backend refusing a shape) into a row with ``seconds = peak_bytes = None`` and
+    an ``"error"`` message, and goes on; the default ``"raise"`` lets it propagate.
     """
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"sweep_attention: on_error must be 'raise' or 'record', got {on_error!r}")
     impls = default_impls() if impls is None else impls
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -232,9 +288,19 @@ def sweep_attention(lengths: Sequence[int], *, B: int = 1, H: int = 4, D: int = 
         # (B, H, T, D), drawn on CPU for reproducibility across devices, then moved
         q, k, v = (torch.randn(B, H, int(T), D, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
         for name, fn in impls.items():
-            with torch.no_grad():
-                seconds = time_fn(fn, q, k, v, repeats=repeats, warmup=warmup)
-                peak = peak_memory(fn, q, k, v) if memory else None
+            try:
+                with torch.no_grad():
+                    seconds = time_fn(fn, q, k, v, repeats=repeats, warmup=warmup)
+                    peak = peak_memory(fn, q, k, v) if memory else None
+            except RuntimeError as exc:  # includes torch.cuda.OutOfMemoryError
+                if on_error == "raise":
+                    raise
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                rows.append({"impl": name, "T": int(T), "seconds": None, "peak_bytes": None,
+                             "error": f"{type(exc).__name__}: {msg}"})
+                if q.is_cuda:
+                    torch.cuda.empty_cache()
+                continue
             rows.append({"impl": name, "T": int(T), "seconds": seconds, "peak_bytes": peak})
     return rows
 
@@ -256,6 +322,9 @@ def format_table(rows: Sequence[dict]) -> str:
     """A plain-text table of sweep rows: one line per (impl, T)."""
     lines = [f"{'impl':<18}{'T':>7}{'time (ms)':>12}{'peak (MiB)':>13}"]
     for r in rows:
+        if r.get("seconds") is None:
+            lines.append(f"{r['impl']:<18}{r['T']:>7}   failed: {r.get('error', 'no result')}")
+            continue
         mem = "n/a" if r.get("peak_bytes") is None else f"{r['peak_bytes'] / 2**20:.2f}"
         lines.append(f"{r['impl']:<18}{r['T']:>7}{1e3 * r['seconds']:>12.3f}{mem:>13}")
     return "\n".join(lines)
@@ -296,6 +365,7 @@ def metadata(device="cpu", **extra) -> dict:
     }
     if device.type == "cuda":
         meta["cuda_version"] = torch.version.cuda
+        meta["cudnn_version"] = torch.backends.cudnn.version()
     meta.update(extra)
     return meta
 
@@ -312,7 +382,8 @@ def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype |
 
     ``backends=None`` means every backend on CUDA and none on CPU. The default dtype is
     float16 on CUDA (the flash backend needs fp16/bf16) and float32 on CPU.
-    Returns ``{"suite", "metadata", "rows", "skipped"}``, JSON-serialisable.
+    Returns ``{"suite", "metadata", "rows", "skipped"}``, JSON-serialisable; a point that failed
+    (e.g. out of memory) is a row with ``seconds = None`` and an ``"error"`` message.
     """
     device = torch.device(device)
     if dtype is None:
@@ -323,7 +394,7 @@ def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype |
     pinned, skipped = sdpa_backend_impls(backends, device=device, dtype=dtype, D=D) if backends else ({}, {})
     impls.update(pinned)
     rows = sweep_attention(lengths, B=B, H=H, D=D, dtype=dtype, device=device, impls=impls,
-                           repeats=repeats, warmup=warmup)
+                           repeats=repeats, warmup=warmup, on_error="record")
     meta = metadata(device, dtype=str(dtype).replace("torch.", ""), B=B, H=H, D=D,
                     repeats=repeats, warmup=warmup, statistic="median seconds",
                     memory_method=("torch.cuda.max_memory_allocated" if device.type == "cuda"
@@ -334,11 +405,19 @@ def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype |
 
 def _bench(args) -> int:
     prog = "attncourse bench"
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        print(f"{prog}: invalid --device {args.device!r} ({exc}); use cpu or cuda", file=sys.stderr)
+        return 2
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"{prog}: --device {args.device} asked for a GPU, but this torch ({torch.__version__}) "
               "sees no CUDA device. Run on a machine with an NVIDIA GPU and a CUDA build of torch, "
               "or use --device cpu.", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        print(f"{prog}: --device {args.device} does not exist; this machine has "
+              f"{torch.cuda.device_count()} CUDA device(s)", file=sys.stderr)
         return 2
     if device.type not in ("cpu", "cuda"):
         print(f"{prog}: unsupported --device {args.device!r} (use cpu or cuda)", file=sys.stderr)

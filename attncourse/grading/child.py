@@ -1,0 +1,251 @@
+"""The sandboxed child: runs the learner's cells and answers calls. Started by ``sandbox.py``.
+
+This module is the only grading code that runs next to learner code, so it trusts nothing
+it gets back from that code and the parent trusts nothing it gets back from this process:
+every answer is re-validated by the parent (type, shape, dtype, values).
+
+Life of a child::
+
+    start: apply limits and confinement, import torch and attncourse  -> {"op": "ready"}
+    load:  install tripwires, run the setup cell and each exercise cell
+           (a {"op": "cell"} note before each, so the parent can blame a cell that hangs
+           or ends the process)                                        -> {"op": "loaded"}
+    call:  run one learner function on tensors sent by value            -> {"op": "result"}
+
+The request channel is fd ``REQ``; answers go to fd ``RESP``. stdout/stderr are not read by
+the parent, so a learner who prints megabytes only fills /dev/null.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+import types
+
+# Protocol fds and settings come in argv: child.py REQ_FD RESP_FD CONFIG_JSON
+REQ, RESP = int(sys.argv[1]), int(sys.argv[2])
+CONFIG = json.loads(sys.argv[3])
+
+from attncourse.grading import confine  # noqa: E402  (stdlib-only module)
+
+_confinement = {"limits": confine.set_limits(memory_mb=CONFIG["memory_mb"], cpu_seconds=CONFIG["cpu_seconds"],
+                                             file_mb=CONFIG.get("file_mb", 64))}
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+import attncourse  # noqa: E402,F401
+import attncourse.core  # noqa: E402,F401
+import attncourse.masks  # noqa: E402,F401
+import torch.nn.functional  # noqa: E402,F401
+
+from attncourse.grading import wire  # noqa: E402
+
+if CONFIG.get("confine", True):
+    _confinement["capabilities_dropped"] = confine.drop_capabilities()
+    _confinement["seccomp"] = confine.install_seccomp()
+    _confinement["landlock_abi"] = confine.install_landlock(CONFIG.get("read_paths", []),
+                                                            CONFIG.get("write_paths", []))
+
+_write = wire.write_message
+
+
+def _send(header, blobs=()):
+    _write(RESP, header, list(blobs))
+
+
+# ----------------------------------------------------------------------------- tripwires
+_current = {"exercise": None}
+_forbidden: dict[str, set[str]] = {}  # dotted name -> exercises that may not call it
+_violations: list[str] = []
+
+
+def _resolve(dotted):
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        modname = ".".join(parts[:i])
+        obj = sys.modules.get(modname)
+        if obj is None:
+            try:
+                obj = __import__(modname, fromlist=["_"])
+            except Exception:
+                continue
+        try:
+            for p in parts[i:-1]:
+                obj = getattr(obj, p)
+            return obj, parts[-1], getattr(obj, parts[-1])
+        except Exception:
+            return None
+    return None
+
+
+def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
+    """Replace each forbidden callable by a wrapper that records calls made by that exercise.
+
+    The original is replaced wherever it is bound (``attncourse.attention`` and
+    ``attncourse.core.attention`` are one object), so an import in the setup cell gets the
+    wrapper too. The wrapper still calls the original: the result is scored as usual and the
+    parent turns the recorded call into a failing test with a clear message.
+    """
+    installed = []
+    for dotted, exercises in forbidden.items():
+        found = _resolve(dotted)
+        if found is None:
+            continue
+        owner, attr, original = found
+        if getattr(original, "_attncourse_tripwire", None):
+            original._attncourse_tripwire.update(exercises)
+            continue
+        who = set(exercises)
+
+        def make(original=original, dotted=dotted, who=who):
+            def tripwire(*args, **kwargs):
+                if _current["exercise"] in who:
+                    _violations.append(dotted)
+                return original(*args, **kwargs)
+            tripwire._attncourse_tripwire = who
+            tripwire.__name__ = getattr(original, "__name__", attr)
+            tripwire.__doc__ = getattr(original, "__doc__", None)
+            return tripwire
+
+        wrapper = make()
+        targets = [(owner, attr)]
+        for mod in list(sys.modules.values()):
+            try:
+                for k, v in list(vars(mod).items()):
+                    if v is original:
+                        targets.append((mod, k))
+            except Exception:
+                continue
+        for obj, name in targets:
+            try:
+                setattr(obj, name, wrapper)
+            except Exception:
+                pass
+        installed.append(dotted)
+    return installed
+
+
+# ----------------------------------------------------------------------------- learner code
+_namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+_functions: dict[str, types.FunctionType] = {}
+
+
+def _describe(exc: BaseException, filename_prefix="<cell") -> dict:
+    line = None
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(filename_prefix):
+            line = frame.lineno
+            break
+    try:
+        msg = str(exc)
+    except Exception:
+        msg = "(the exception's message could not be shown)"
+    first = msg.strip().splitlines()[0] if msg.strip() else ""
+    return {"type": type(exc).__name__[:60], "message": first[:300], "line": line}
+
+
+def load(request: dict) -> None:
+    install_tripwires(request.get("forbidden", {}))
+    report = {}
+    for cell in request["cells"]:
+        key = cell["key"]
+        _send({"op": "cell", "key": key})
+        status = {"ok": True}
+        try:
+            code = compile(cell["source"], cell["filename"], "exec", dont_inherit=True)
+            exec(code, _namespace)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
+            status = {"ok": False, "error": _describe(exc)}
+        fn_name = cell.get("function")
+        if fn_name:
+            fn = _namespace.get(fn_name)
+            if isinstance(fn, types.FunctionType) and fn.__code__.co_filename == cell["filename"]:
+                _functions[cell["exercise"]] = fn
+                status["defined"] = True
+            else:
+                status["defined"] = False
+                status["found"] = (type(fn).__name__ if fn is not None else None)
+                if isinstance(fn, types.FunctionType):
+                    status["found"] = "function defined elsewhere"
+        report[key] = status
+    _send({"op": "loaded", "cells": report})
+
+
+def call(request: dict, blobs: list[bytes]) -> None:
+    exercise = request["exercise"]
+    fn = _functions.get(exercise)
+    args = [wire.decode_value(d, blobs) for d in request.get("args", [])]
+    kwargs = {k: wire.decode_value(d, blobs) for k, d in request.get("kwargs", {}).items()}
+    grad = request.get("grad")
+    if grad:
+        for i in grad["wrt"]:
+            args[i] = args[i].detach().requires_grad_(True)
+    del _violations[:]
+    out_blobs: list[bytes] = []
+    start = time.perf_counter()
+    _current["exercise"] = exercise
+    try:
+        if fn is None:
+            raise RuntimeError("function not loaded")
+        value = fn(*args, **kwargs)
+        grads = None
+        if grad:
+            gout = wire.decode_value(grad["grad_output"], blobs)
+            if type(value) is not torch.Tensor:
+                raise _GradProblem("the result is not a torch.Tensor, so no gradient can flow")
+            if not value.requires_grad:
+                raise _GradProblem("the result does not depend on the inputs through autograd "
+                                   "(did you call .detach(), .item(), .numpy() or build a new tensor?)")
+            if value.shape != gout.shape:
+                raise _GradProblem(f"the result has shape {tuple(value.shape)}, expected {tuple(gout.shape)}")
+            inputs = [args[i] for i in grad["wrt"]]
+            grads = torch.autograd.grad(value, inputs, gout.to(value.dtype), allow_unused=True)
+            grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
+        elapsed = time.perf_counter() - start
+        _current["exercise"] = None
+        header = {"op": "result", "ok": True, "value": wire.encode_value(value, out_blobs),
+                  "elapsed": elapsed, "violations": sorted(set(_violations))}
+        if grads is not None:
+            header["grads"] = [wire.encode_value(g, out_blobs) for g in grads]
+    except _GradProblem as exc:
+        _current["exercise"] = None
+        header = {"op": "result", "ok": False, "grad_problem": str(exc), "violations": sorted(set(_violations))}
+        out_blobs = []
+    except BaseException as exc:  # noqa: BLE001 - learner code may raise anything, even SystemExit
+        _current["exercise"] = None
+        header = {"op": "result", "ok": False, "error": _describe(exc), "violations": sorted(set(_violations))}
+        out_blobs = []
+    _send(header, out_blobs)
+
+
+class _GradProblem(Exception):
+    pass
+
+
+def main() -> None:
+    _send({"op": "ready", "confinement": _confinement, "pid": os.getpid()})
+    while True:
+        try:
+            msg = wire.read_message_blocking(REQ, CONFIG.get("max_request_bytes", 1 << 30))
+        except Exception:
+            os._exit(3)
+        if msg is None:
+            os._exit(0)
+        request, blobs = msg
+        op = request.get("op")
+        if op == "load":
+            load(request)
+        elif op == "call":
+            call(request, blobs)
+        elif op == "exit":
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:  # noqa: BLE001
+        os._exit(4)

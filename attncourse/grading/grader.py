@@ -1,0 +1,421 @@
+"""Grade submissions: pytest over the hidden tests here, the learner's code in a sandbox.
+
+:func:`grade_notebook` grades one notebook:
+
+1. read the notebook JSON (never run it) and its chapter from the metadata;
+2. start the sandboxed child (it imports torch while we work);
+3. run pytest **in this process** over ``<tests>/test_<chapter>.py`` with a plugin that
+   provides the ``learner`` fixture and records every test's outcome. Collection imports the
+   hidden tests and the reference before any learner code runs; only then are the setup and
+   exercise cells sent to the child;
+4. stop the child (and everything it started) and turn the outcomes into scores.
+
+:func:`grade_paths` expands folders and grades many notebooks, ``jobs`` at a time, each in a
+worker process. Scores never depend on anything the child says except the values its
+functions returned, which are checked here.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+
+from attncourse.grading.sandbox import Limits, Sandbox, SandboxError
+from attncourse.grading.submission import NO_CHAPTER, Submission, extract, read_submission
+from attncourse.grading.testkit import GradingFailure, LearnerFailure
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class TestResult:
+    name: str                 # e.g. "test_sdpa_matches_reference[2x3x5x9-float32-causal]"
+    exercise: str
+    weight: float
+    status: str               # "passed", "failed", "error" (grader's fault) or "skipped"
+    message: str = ""
+    score: float = 0.0        # filled in by scale(): share of the exercise's points
+    max_score: float = 0.0
+    duration: float = 0.0
+
+
+@dataclass
+class ExerciseResult:
+    id: str
+    function: str
+    score: float
+    max_score: float
+    passed: int
+    total: int
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SubmissionResult:
+    path: str
+    chapter: str | None
+    score: float
+    max_score: float
+    status: str                       # "graded" or "error" (nothing could be graded)
+    error: str | None
+    exercises: list[ExerciseResult]
+    tests: list[TestResult]
+    notes: list[str]
+    execution_time: float
+    sandbox: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GraderError(Exception):
+    """The grader itself cannot run (missing hidden tests, bad configuration)."""
+
+
+# ----------------------------------------------------------------------------- proxies
+class _Proxy:
+    def __init__(self, learner: "_Learner", exercise: str, function: str):
+        self._learner, self.exercise, self.function = learner, exercise, function
+
+    def __call__(self, *args, **kwargs):
+        return self._learner.call(self.exercise, args, kwargs)
+
+    def grad(self, *args, wrt=(0,), grad_output=None, **kwargs):
+        """Forward and backward in the sandbox: ``(out, grads)`` w.r.t. the positional args ``wrt``."""
+        if grad_output is None:
+            raise TypeError("grad() needs grad_output (a tensor shaped like the result)")
+        return self._learner.call(self.exercise, args, kwargs, grad_wrt=tuple(wrt), grad_output=grad_output)
+
+
+class _Learner:
+    """The ``learner`` fixture: ``learner.<function name>`` is a proxy into the sandbox."""
+
+    def __init__(self, sandbox: Sandbox | None, exercises: dict, unavailable: dict[str, str]):
+        self._sandbox = sandbox
+        self._exercises = exercises
+        self._by_function = {spec["function"]: ex for ex, spec in exercises.items()}
+        self._unavailable = unavailable
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self._by_function:
+            raise AttributeError(f"no exercise defines a function {name!r}")
+        ex = self._by_function[name]
+        return _Proxy(self, ex, name)
+
+    def call(self, exercise, args, kwargs, grad_wrt=None, grad_output=None):
+        if exercise in self._unavailable:
+            raise LearnerFailure(self._unavailable[exercise], "unavailable")
+        try:
+            out = self._sandbox.call(exercise, args, kwargs, grad_wrt=grad_wrt, grad_output=grad_output)
+        except SandboxError as exc:
+            msg = {"timeout": f"your function did not finish within {self._sandbox.limits.call_timeout:g} s "
+                              "(an infinite loop, or far too slow?); it was stopped",
+                   "crash": f"your function ended the process it ran in ({exc}); "
+                            "do not call exit() or os._exit(), and stay within the memory limit",
+                   "protocol": "your code interfered with the grader's communication channel",
+                   }.get(exc.kind, str(exc))
+            raise LearnerFailure(msg, exc.kind) from None
+        fname = self._exercises[exercise]["function"]
+        if out.violations:
+            raise LearnerFailure(
+                f"{fname} calls {out.violations[0]}, which this exercise does not allow"
+                + (" (it must be written from scratch)" if self._exercises[exercise].get("from_scratch")
+                   else " (the course's reference implementation is not your code)"), "forbidden")
+        if out.grad_problem:
+            raise LearnerFailure(f"gradient check: {out.grad_problem}", "grad")
+        if not out.ok:
+            err = out.error or {}
+            etype, emsg = str(err.get("type", "Exception")), str(err.get("message", ""))
+            if etype == "NotImplementedError":
+                raise LearnerFailure(f"{fname}: not implemented yet", "not implemented")
+            where = f" (line {err['line']} of your exercise cell)" if isinstance(err.get("line"), int) else ""
+            if etype == "MemoryError" or "can't allocate memory" in emsg:
+                emsg = (emsg + " " if emsg else "") + (f"(out of memory: the sandbox allows "
+                                                       f"{self._sandbox.limits.memory_mb} MiB of address space)")
+            raise LearnerFailure(f"your function raised {etype}: {emsg}{where}", "raised")
+        if grad_wrt is not None:
+            value = out.value.detach() if hasattr(out.value, "detach") and type(out.value).__name__ == "Tensor" else out.value
+            return value, out.grads
+        return out.value
+
+
+# ----------------------------------------------------------------------------- plugin
+class _Plugin:
+    """Pytest plugin living in the grading process; it never imports learner code."""
+
+    def __init__(self, path: str, sandbox: Sandbox, error: str | None = None):
+        self.path, self.sandbox, self.error = path, sandbox, error
+        self.exercises: dict = {}
+        self.submission: Submission | None = None
+        self.results: list[TestResult] = []
+        self.load_report: dict = {}
+        self.unavailable: dict[str, str] = {}
+        self.fatal: str | None = None
+        self._learner = None
+
+    # collection is finished: tests and references are imported; now run the learner's cells
+    def pytest_collection_finish(self, session):
+        modules = {item.module for item in session.items if hasattr(item, "module")}
+        specs = {}
+        for mod in modules:
+            specs.update(getattr(mod, "EXERCISES", {}))
+        self.exercises = specs
+        forbidden: dict[str, list[str]] = {}
+        for mod in modules:
+            for name, exs in getattr(mod, "FORBIDDEN", {}).items():
+                forbidden.setdefault(name, []).extend(exs)
+        sub = self.submission = extract(self.path, specs)
+        self.unavailable = dict(sub.problems)
+        if self.error or sub.error:
+            self.unavailable = {ex: self.error or sub.error for ex in specs}
+            self._learner = _Learner(None, specs, self.unavailable)
+            return
+        cells = []
+        if sub.setup is not None:
+            cells.append({"key": "setup", "exercise": None, "function": None,
+                          "source": sub.setup.source, "filename": sub.setup.filename})
+        for cell in sorted(sub.cells.values(), key=lambda c: c.index):
+            cells.append({"key": cell.key, "exercise": cell.exercise, "function": cell.function,
+                          "source": cell.source, "filename": cell.filename})
+        try:
+            report = self.load_report = self.sandbox.load({"op": "load", "cells": cells, "forbidden": forbidden})
+        except SandboxError as exc:
+            self.fatal = f"the sandbox could not run the notebook's cells ({exc})"
+            for ex in specs:
+                self.unavailable.setdefault(ex, self.fatal)
+            report = {}
+        setup = report.get("setup")
+        if setup and not setup.get("ok"):
+            if setup.get("fatal"):
+                sub.setup_note = f"the setup cell {setup['fatal']} and was skipped"
+            else:
+                e = setup.get("error", {})
+                sub.setup_note = f"the setup cell raised {e.get('type')}: {e.get('message')}"
+        for ex, spec in specs.items():
+            st = report.get(ex)
+            if ex in self.unavailable or st is None:
+                continue
+            fname = spec["function"]
+            if st.get("fatal"):
+                self.unavailable[ex] = f"running the exercise cell {st['fatal']}, so {fname} could not be tested"
+            elif not st.get("defined"):
+                err = st.get("error")
+                if err and not st.get("ok"):
+                    line = f" on line {err.get('line')}" if err.get("line") else ""
+                    self.unavailable[ex] = (f"the exercise cell raised {err.get('type')}: {err.get('message')}{line} "
+                                            f"before defining {fname}")
+                elif st.get("found"):
+                    self.unavailable[ex] = (f"the exercise cell must define the function {fname} with `def` "
+                                            f"(found {st['found']} instead)")
+                else:
+                    self.unavailable[ex] = f"the exercise cell does not define a function named {fname}"
+            elif not st.get("ok"):
+                err = st.get("error") or {}
+                self.submission.notes.setdefault(ex, []).append(
+                    f"the exercise cell raised {err.get('type')}: {err.get('message')} after defining {fname}")
+        self._learner = _Learner(self.sandbox, specs, self.unavailable)
+
+    @staticmethod
+    def _marker(item, name, default):
+        m = item.get_closest_marker(name)
+        return m.args[0] if m is not None and m.args else default
+
+    @pytest.fixture
+    def learner(self):
+        return self._learner
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        rep = outcome.get_result()
+        exercise = self._marker(item, "exercise", None)
+        weight = self._marker(item, "points", 1)
+        if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+            if rep.passed:
+                status, message = "passed", ""
+            elif rep.skipped:
+                status, message = "skipped", "skipped"
+            else:
+                status, message = _failure_message(call.excinfo)
+            self.results.append(TestResult(item.name, str(exercise), float(weight), status, message,
+                                           duration=rep.duration))
+
+
+def _failure_message(excinfo) -> tuple[str, str]:
+    if excinfo is None:
+        return "error", "the test could not run"
+    exc = excinfo.value
+    if isinstance(exc, GradingFailure):
+        return "failed", str(exc)
+    if isinstance(exc, AssertionError):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if not first or first.startswith("assert "):  # a bare assert would print hidden values
+            first = "a check on your result failed"
+        return "failed", first
+    # a bug or an unexpected situation in the hidden test: no details (they could leak it)
+    return "error", (f"the grader hit an internal error in this test ({type(exc).__name__}); "
+                     "please tell your instructor")
+
+
+# ----------------------------------------------------------------------------- grading
+def default_tests_dir() -> Path:
+    """``tests/autograder`` of the checkout attncourse was installed from (or the cwd's)."""
+    import attncourse
+
+    repo = Path(attncourse.__file__).resolve().parent.parent
+    for cand in (Path.cwd() / "tests" / "autograder", repo / "tests" / "autograder"):
+        if cand.is_dir():
+            return cand
+    return Path.cwd() / "tests" / "autograder"
+
+
+def chapters_in(tests_dir: Path) -> list[str]:
+    return sorted(p.stem[len("test_"):] for p in Path(tests_dir).glob("test_*.py"))
+
+
+_PRELOADED = False
+
+
+def _preload() -> None:
+    """Import everything grading and reporting need before any learner code can touch disk."""
+    global _PRELOADED
+    if _PRELOADED:
+        return
+    import json  # noqa: F401
+    import xml.etree.ElementTree  # noqa: F401
+    import pytest  # noqa: F401
+    import torch  # noqa: F401
+    import torch.testing  # noqa: F401
+    import attncourse.core  # noqa: F401
+    import attncourse.masks  # noqa: F401
+    import attncourse.testing  # noqa: F401
+    from attncourse.grading import report  # noqa: F401
+    _PRELOADED = True
+
+
+def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, limits: Limits = Limits(),
+                   chapter: str | None = None, debug: bool = False) -> SubmissionResult:
+    """Grade one notebook; never raises for anything the submission does."""
+    _preload()
+    t0 = time.perf_counter()
+    path = str(path)
+    tests_dir = Path(tests_dir) if tests_dir else default_tests_dir()
+    if not tests_dir.is_dir():
+        raise GraderError(f"hidden tests folder {tests_dir} does not exist (use --tests)")
+    _, meta_chapter, error = read_submission(path)
+    known = chapters_in(tests_dir)
+    chap = meta_chapter or chapter or (known[0] if len(known) == 1 else None)
+    if meta_chapter and chapter and meta_chapter != chapter:
+        error = error or f"this notebook is chapter {meta_chapter}, not {chapter}"
+    test_file = tests_dir / f"test_{chap}.py" if chap else None
+    if chap is None or not test_file.is_file():
+        why = error or (NO_CHAPTER if chap is None else
+                        f"there are no hidden tests for chapter {chap!r} (known: {', '.join(known) or 'none'})")
+        return SubmissionResult(path, chap, 0.0, 0.0, "error", why, [], [], [], round(time.perf_counter() - t0, 3), {})
+
+    sandbox = Sandbox(limits, hidden_paths=[str(tests_dir), str(Path(path).resolve().parent)], debug=debug)
+    if error is None:
+        sandbox.start()  # torch imports in the child while pytest collects here
+    plugin = _Plugin(path, sandbox, error)
+    with tempfile.TemporaryDirectory(prefix="attncourse-grade-") as tmp:
+        ini = Path(tmp) / "pytest.ini"
+        ini.write_text("[pytest]\nmarkers =\n    exercise(id): the exercise a hidden test grades\n"
+                       "    points(n): relative weight of a hidden test inside its exercise\n")
+        args = [str(test_file), "-c", str(ini), "--rootdir", str(tests_dir), "--noconftest",
+                "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:randomly", "-p", "no:nbval",
+                "-p", "no:xdist", "-p", "no:cov", "--import-mode=importlib", "-W", "ignore",
+                "--basetemp", str(Path(tmp) / "pt")]
+        old = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                code = pytest.main(args, plugins=[plugin])
+        finally:
+            if old is None:
+                os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+            else:
+                os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = old
+            sandbox.stop()
+    if debug:
+        print(sink.getvalue(), file=sys.stderr)
+    if int(code) not in (0, 1) or not plugin.exercises:
+        raise GraderError(f"pytest could not run the hidden tests in {test_file} (exit code {int(code)})"
+                          + ("" if debug else "; rerun with --debug to see why"))
+    return _assemble(path, chap, plugin, sandbox, time.perf_counter() - t0, error)
+
+
+def _assemble(path, chapter, plugin: _Plugin, sandbox: Sandbox, elapsed: float, error) -> SubmissionResult:
+    sub = plugin.submission
+    exercises, tests = [], []
+    for ex, spec in plugin.exercises.items():
+        mine = [t for t in plugin.results if t.exercise == ex and t.status != "skipped"]
+        total_w = sum(t.weight for t in mine) or 1.0
+        points = float(spec.get("points", total_w))
+        for t in mine:
+            t.max_score = points * t.weight / total_w
+            t.score = t.max_score if t.status == "passed" else 0.0
+            if t.status != "passed" and ex in plugin.unavailable:
+                t.message = plugin.unavailable[ex]
+        score = sum(t.score for t in mine)
+        notes = list(sub.notes.get(ex, [])) if sub else []
+        exercises.append(ExerciseResult(ex, spec["function"], round(score, 6), points,
+                                        sum(t.status == "passed" for t in mine), len(mine),
+                                        plugin.unavailable.get(ex), notes))
+        tests.extend(mine)
+    orphans = [t for t in plugin.results if t.exercise not in plugin.exercises]
+    for t in orphans:  # a hidden test without an exercise marker: a grader bug, worth 0
+        t.status, t.message = "error", "hidden test has no exercise marker (grader configuration error)"
+    tests.extend(orphans)
+    notes = [n for n in ([sub.setup_note] if sub and sub.setup_note else [])]
+    info = {"confinement": sandbox.confinement, "restarts": sandbox.restarts,
+            "limits": asdict(sandbox.limits)}
+    score = round(sum(e.score for e in exercises), 6)
+    max_score = round(sum(e.max_score for e in exercises), 6)
+    return SubmissionResult(path, chapter, score, max_score, "error" if error else "graded", error,
+                            exercises, tests, notes, round(elapsed, 3), info)
+
+
+def expand(paths) -> list[Path]:
+    """Notebooks named directly, and every ``*.ipynb`` inside named folders (sorted)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts))
+        else:
+            out.append(p)
+    return out
+
+
+def _grade_one(args):
+    path, kwargs = args
+    try:
+        return grade_notebook(path, **kwargs)
+    except GraderError as exc:
+        return exc
+
+
+def grade_paths(paths, *, jobs: int = 1, **kwargs) -> list[SubmissionResult]:
+    """Grade every notebook in ``paths`` (files or folders), ``jobs`` at a time."""
+    files = expand(paths)
+    if jobs <= 1 or len(files) <= 1:
+        results = [_grade_one((f, kwargs)) for f in files]
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_preload) as pool:
+            results = list(pool.map(_grade_one, [(f, kwargs) for f in files]))
+    for r in results:
+        if isinstance(r, GraderError):
+            raise r
+    return results

@@ -1,0 +1,216 @@
+"""Read a submitted notebook and pick out the code to grade: the setup cell and exercise cells.
+
+Only the JSON is read here (no nbformat validation, no code is run): a learner's notebook may
+be broken in any way, and every problem becomes a per-exercise message instead of a crash.
+
+* The chapter comes from the notebook metadata ``attncourse.chapter``, not the file name.
+* Exercise cells are found by the ``id`` in their ``attncourse`` metadata, not by position;
+  they run in notebook order. If an id appears in several code cells, the **last** one is
+  graded (it is the one a top-to-bottom run would leave defined) and the feedback says so.
+* The **setup cell** is the first code cell tagged ``setup``; if no cell has that tag, the
+  first code cell, unless it is an exercise. It runs before the exercise cells. No other
+  cell runs (not the public checks, not the learner's experiments).
+* Static checks per exercise: the source parses (syntax errors are reported with their
+  line), and the from-scratch rule (no torch SDPA, no ``attncourse`` reference import).
+"""
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_NOTEBOOK_BYTES = 20 << 20
+MAX_CELL_CHARS = 200_000
+
+# Names a "from scratch" exercise may not mention (attribute, import or string).
+SDPA_NAMES = ("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+              "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+              "_scaled_dot_product_flash_attention", "multi_head_attention_forward", "MultiheadAttention",
+              "flex_attention")
+# attncourse modules an exercise cell may import (everything else is the reference)
+ALLOWED_ATTNCOURSE = ("attncourse.checks", "attncourse.viz", "attncourse.testing")
+
+
+@dataclass
+class Cell:
+    key: str            # "setup" or the exercise id
+    index: int          # position in the notebook
+    source: str
+    exercise: str | None = None
+    function: str | None = None
+
+    @property
+    def filename(self) -> str:  # shown in tracebacks; also proves a function came from this cell
+        return f"<cell {self.index}: {self.key}>"
+
+
+@dataclass
+class Submission:
+    path: str
+    chapter: str | None = None
+    error: str | None = None                        # the whole file could not be graded
+    setup: Cell | None = None
+    setup_note: str | None = None
+    cells: dict[str, Cell] = field(default_factory=dict)       # exercise id -> cell to run
+    problems: dict[str, str] = field(default_factory=dict)     # exercise id -> why it scores 0
+    notes: dict[str, list[str]] = field(default_factory=dict)  # exercise id -> remarks
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    if isinstance(src, list):
+        src = "".join(s for s in src if isinstance(s, str))
+    return src if isinstance(src, str) else ""
+
+
+def read_submission(path: str | Path) -> tuple[dict | None, str | None, str | None]:
+    """``(notebook JSON, chapter or None, error)`` — never raises for a bad file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return None, None, f"the file is {size >> 20} MiB; a notebook must be under {MAX_NOTEBOOK_BYTES >> 20} MiB"
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, None, f"cannot read the file ({exc.strerror or exc})"
+    try:
+        nb = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, None, "not a Jupyter notebook (the file is not UTF-8 text)"
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        return None, None, f"not a valid Jupyter notebook: the JSON is broken{where}"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return None, None, "not a valid Jupyter notebook (no list of cells)"
+    if not isinstance(nb.get("nbformat"), int) or nb["nbformat"] < 4:
+        return None, None, "not a Jupyter notebook in format version 4 (re-save it with Jupyter)"
+    meta = nb.get("metadata")
+    ac = meta.get("attncourse") if isinstance(meta, dict) else None
+    chapter = ac.get("chapter") if isinstance(ac, dict) else None
+    return nb, (chapter if isinstance(chapter, str) and chapter else None), None
+
+
+NO_CHAPTER = ("the notebook metadata has no attncourse.chapter, so the grader cannot tell which chapter "
+              "this is (start from the released exercise notebook, or grade with --chapter)")
+
+
+def extract(path: str | Path, exercises: dict[str, dict]) -> Submission:
+    """Find the setup and exercise cells of a submission.
+
+    ``exercises`` comes from the hidden tests (trusted): ``{id: {"function": name,
+    "from_scratch": bool}}``. Metadata in the submission (points, function names) is ignored:
+    the learner can edit it.
+    """
+    sub = Submission(str(path))
+    nb, sub.chapter, sub.error = read_submission(path)
+    if sub.error:
+        return sub
+    found: dict[str, list[tuple[int, dict]]] = {}
+    first_code, setup = None, None
+    for i, cell in enumerate(nb["cells"]):
+        if not isinstance(cell, dict):
+            continue
+        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+        ac = meta.get("attncourse") if isinstance(meta.get("attncourse"), dict) else {}
+        ex_id = ac.get("id") if isinstance(ac.get("id"), str) else None
+        if ex_id is not None and ex_id in exercises:
+            found.setdefault(ex_id, []).append((i, cell))
+            continue
+        if cell.get("cell_type") == "code":
+            if first_code is None and ex_id is None:
+                first_code = i
+            if setup is None and "setup" in tags:
+                setup = i
+    if setup is None and first_code is not None:
+        setup = first_code
+        sub.setup_note = f"no cell is tagged 'setup'; cell {first_code} (the first code cell) was used as the setup cell"
+    if setup is not None:
+        src = _source(nb["cells"][setup])
+        sub.setup = Cell("setup", setup, src)
+        problem = _syntax_problem(src)
+        if problem:
+            sub.setup_note = f"the setup cell (cell {setup}) was not run: {problem}"
+            sub.setup = None
+    for ex_id, spec in exercises.items():
+        notes = sub.notes.setdefault(ex_id, [])
+        cells = found.get(ex_id, [])
+        code_cells = [(i, c) for i, c in cells if c.get("cell_type") == "code"]
+        if not cells:
+            sub.problems[ex_id] = (f"exercise cell not found: no cell has the exercise id {ex_id!r} "
+                                   "(was it deleted? copy it back from the released notebook)")
+            continue
+        if not code_cells:
+            i, c = cells[-1]
+            sub.problems[ex_id] = (f"the exercise cell {ex_id!r} (cell {i}) is a {c.get('cell_type')} cell, not a "
+                                   "code cell; change it back to Code")
+            continue
+        if len(code_cells) > 1:
+            notes.append(f"exercise id {ex_id!r} is in {len(code_cells)} code cells "
+                         f"({', '.join(str(i) for i, _ in code_cells)}); the last one was graded")
+        i, c = code_cells[-1]
+        src = _source(c)
+        cell = Cell(ex_id, i, src, exercise=ex_id, function=spec["function"])
+        problem = _syntax_problem(src)
+        if problem:
+            sub.problems[ex_id] = f"the exercise cell (cell {i}) could not be run: {problem}"
+            continue
+        sub.cells[ex_id] = cell
+        forbidden = static_violations(src, from_scratch=spec.get("from_scratch", False))
+        if forbidden:
+            sub.problems[ex_id] = (f"the exercise cell uses {forbidden[0]}, which this exercise does not allow"
+                                   + (" (it must be written from scratch)" if spec.get("from_scratch") else
+                                      " (the course's reference implementation is not your code)"))
+    return sub
+
+
+def _syntax_problem(src: str) -> str | None:
+    if len(src) > MAX_CELL_CHARS:
+        return f"the cell has {len(src)} characters (limit {MAX_CELL_CHARS})"
+    try:
+        ast.parse(src)
+    except SyntaxError as exc:
+        return f"SyntaxError on line {exc.lineno}: {exc.msg}"
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return f"the code cannot be parsed ({type(exc).__name__})"
+    return None
+
+
+def static_violations(src: str, *, from_scratch: bool) -> list[str]:
+    """Forbidden uses visible in the source (an empty list when it is clean).
+
+    Every exercise: importing the ``attncourse`` reference (``attncourse.checks``, ``viz`` and
+    ``testing`` are fine). From-scratch exercises also: any attribute, import or string naming
+    torch's SDPA (or a module built on it). The sandbox's run-time tripwires catch indirect
+    calls that a static look cannot see.
+    """
+    try:
+        tree = ast.parse(src)
+    except Exception:
+        return []
+    found = []
+
+    def reference_module(mod: str) -> bool:
+        return (mod == "attncourse" or mod.startswith("attncourse.")) and not mod.startswith(ALLOWED_ATTNCOURSE)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if reference_module(alias.name):
+                    found.append(f"`import {alias.name}`")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if reference_module(node.module):
+                found.append(f"`from {node.module} import ...`")
+            if from_scratch and any(a.name in SDPA_NAMES for a in node.names):
+                found.append(f"`from {node.module} import {', '.join(a.name for a in node.names)}`")
+        elif isinstance(node, ast.Attribute):
+            if from_scratch and node.attr in SDPA_NAMES:
+                found.append(f"`.{node.attr}`")
+            if node.attr in ("attention", "stable_softmax", "core", "masks") and isinstance(node.value, ast.Name) \
+                    and node.value.id == "attncourse":
+                found.append(f"`attncourse.{node.attr}`")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if from_scratch and ("scaled_dot_product" in node.value or "attncourse" in node.value):
+                found.append(f"the string {node.value[:40]!r}")
+    return found

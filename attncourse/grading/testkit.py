@@ -1,0 +1,68 @@
+"""What a hidden test module uses: the ``learner`` fixture's proxies, ``expect`` and markers.
+
+A hidden test file ``tests/autograder/test_NN_topic.py`` is a plain pytest module::
+
+    import pytest, torch
+    from attncourse import stable_softmax
+    from attncourse.grading.testkit import expect
+
+    EXERCISES = {  # trusted: the submission's own metadata is never believed
+        "stable_softmax": {"function": "softmax", "points": 2},
+        "sdpa": {"function": "scaled_dot_product_attention", "points": 4, "from_scratch": True},
+    }
+
+    @pytest.mark.exercise("stable_softmax")
+    @pytest.mark.points(2)              # relative weight inside the exercise (default 1)
+    def test_rows_sum_to_one(learner):
+        x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+        out = learner.softmax(x)        # runs in the sandbox; tensors go by value
+        expect(out, stable_softmax(x), what="softmax(x) for x of shape (3, 5)")
+
+``learner.<function>(...)`` returns what the learner's function returned — a plain tensor,
+or a :class:`~attncourse.grading.wire.Foreign` standing for anything else — or raises
+:class:`LearnerFailure` with a message for the learner (not implemented, raised, timed out,
+crashed, forbidden call). ``learner.<function>.grad(*args, wrt=(0, 1), grad_output=g)``
+returns ``(out, grads)``. Every comparison happens in the grading process through
+:func:`expect`, i.e. :func:`attncourse.testing.compare` with ``reveal_values=False``.
+"""
+from __future__ import annotations
+
+from attncourse.testing import compare
+from attncourse.grading.wire import Foreign
+
+__all__ = ["GradingFailure", "LearnerFailure", "Mismatch", "expect", "expect_true", "Foreign"]
+
+
+class GradingFailure(AssertionError):
+    """A test failed for a reason the learner may read (the message is shown as is)."""
+
+
+class LearnerFailure(GradingFailure):
+    """The learner's function could not produce a value (raised, hung, crashed, forbidden call)."""
+
+    def __init__(self, message: str, kind: str = "raised"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class Mismatch(GradingFailure):
+    """The learner's value is wrong (type, shape, dtype, NaN or values)."""
+
+
+def expect(actual, expected, *, what: str = "result", **tolerances) -> None:
+    """Fail with a learner-friendly message unless ``actual`` matches ``expected``.
+
+    Checks the exact type first (a ``Foreign`` value says what the learner returned), then
+    shape, dtype, NaN/inf and values with the per-dtype tolerance; hidden values are never shown.
+    """
+    if isinstance(actual, Foreign):
+        raise Mismatch(f"{what} should be a torch.Tensor, but your function returned {actual.description}")
+    msg = compare(actual, expected, what=what, reveal_values=False, **tolerances)
+    if msg is not None:
+        raise Mismatch(msg)
+
+
+def expect_true(condition: bool, message: str) -> None:
+    """Fail with ``message`` (which must not contain hidden values) unless ``condition``."""
+    if not condition:
+        raise Mismatch(message)

@@ -1,0 +1,120 @@
+"""The autograder: solutions get full marks, stubs get zero, reports and CLI, the wire format."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+from attncourse.grading import wire
+from attncourse.grading.grader import grade_notebook, grade_paths
+from attncourse.grading.release import read_notebook
+from attncourse.grading.report import FORMATS, write_reports
+from attncourse.grading.submission import extract, static_violations
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests" / "autograder"
+SOLUTION = ROOT / "solutions" / "01_sdpa.ipynb"
+RELEASED = ROOT / "notebooks" / "01_sdpa.ipynb"
+needs_nb = pytest.mark.skipif(not (SOLUTION.exists() and RELEASED.exists()), reason="chapter 01 not written yet")
+
+
+@pytest.fixture(scope="module")
+def graded():
+    if not (SOLUTION.exists() and RELEASED.exists()):
+        pytest.skip("chapter 01 not written yet")
+    return grade_paths([SOLUTION, RELEASED], tests_dir=TESTS)
+
+
+def test_solution_gets_full_marks(graded):
+    sol = graded[0]
+    assert sol.status == "graded" and sol.score == sol.max_score == 10
+    assert all(t.status == "passed" for t in sol.tests), [t for t in sol.tests if t.status != "passed"][:3]
+
+
+def test_released_stub_gets_zero_not_implemented(graded):
+    stub = graded[1]
+    assert stub.score == 0 and stub.max_score == 10
+    assert all(t.message.endswith("not implemented yet") for t in stub.tests)
+
+
+def test_every_exercise_has_hidden_tests_worth_its_points(graded):
+    nb = read_notebook(SOLUTION)
+    meta = {c.metadata["attncourse"]["id"]: c.metadata["attncourse"] for c in nb.cells
+            if "exercise" in c.metadata.get("tags", [])}
+    got = {e.id: e for e in graded[0].exercises}
+    assert set(got) == set(meta)
+    for ex_id, m in meta.items():
+        assert got[ex_id].max_score == m["points"] and got[ex_id].function == m["function"]
+        assert got[ex_id].total >= 5, f"{ex_id}: too few hidden tests"
+
+
+def test_all_report_formats(graded, tmp_path):
+    write_reports(graded, list(FORMATS), tmp_path)
+    gs = json.loads((tmp_path / "results.json").read_text())
+    assert gs["score"] == 10 and gs["max_score"] == 20 and "execution_time" in gs
+    assert {"name", "score", "max_score", "status", "output", "visibility"} <= set(gs["tests"][0])
+    own = json.loads((tmp_path / "grades.json").read_text())
+    assert own["schema"] == "attncourse-grades" and len(own["submissions"]) == 2
+    cr = json.loads((tmp_path / "classroom.json").read_text())
+    assert cr["max_score"] == 20 and sum(t["score"] for t in cr["tests"]) == 10 and cr["status"] == "fail"
+    suites = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suites.tag == "testsuites" and len(suites.findall("testsuite")) == 2
+    md = (tmp_path / "summary.md").read_text()
+    assert md.rstrip().endswith("Points 10/20") and "not implemented yet" in md
+
+
+def test_wire_roundtrip_and_rejects_forgeries():
+    blobs = []
+    values = (torch.randn(3, 4), torch.ones(2, dtype=torch.bfloat16), torch.zeros(0, 5, dtype=torch.float16),
+              torch.tensor(7), (1, 2.5, None, "x", float("nan")), {"a": torch.arange(3)})
+    desc = wire.encode_value(values, blobs)
+    header, got_blobs = wire.unpack(wire.pack({"value": desc}, blobs)[8:])
+    back = wire.decode_value(header["value"], got_blobs)
+    for a, b in zip(values[:4], back[:4]):
+        assert type(b) is torch.Tensor and b.dtype == a.dtype and torch.equal(a, b)
+    assert isinstance(wire.decode_value(wire.encode_value(torch.ones(2).as_subclass(torch.nn.Parameter), []), []),
+                      wire.Foreign)
+    forged = {"kind": "tensor", "dtype": "float32", "shape": [1000], "blob": 0}
+    with pytest.raises(wire.WireError):
+        wire.decode_value(forged, [b"\x00" * 8])
+    with pytest.raises(wire.WireError):
+        wire.unpack(b"\x00\x00\x00\xffgarbage")
+
+
+def test_static_check():
+    assert static_violations("import torch.nn.functional as F\ny = F.scaled_dot_product_attention(q, k, v)",
+                             from_scratch=True)
+    assert static_violations("from attncourse import attention", from_scratch=False)
+    assert static_violations("from attncourse.core import stable_softmax as s", from_scratch=False)
+    assert not static_violations("from attncourse.checks import check\n"
+                                 "def scaled_dot_product_attention(q, k, v):\n    return q", from_scratch=True)
+
+
+@needs_nb
+def test_extraction_by_id_not_position(tmp_path):
+    nb = json.loads(SOLUTION.read_text())
+    nb["cells"].reverse()
+    path = tmp_path / "reordered.ipynb"
+    path.write_text(json.dumps(nb))
+    specs = {"sdpa": {"function": "scaled_dot_product_attention"}, "stable_softmax": {"function": "softmax"}}
+    sub = extract(path, specs)
+    assert sub.chapter == "01_sdpa" and not sub.problems and set(sub.cells) == set(specs)
+    assert sub.setup is not None and "import torch" in sub.setup.source
+
+
+@needs_nb
+def test_cli_exit_status_and_outputs(tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "attncourse.cli", "grade", str(RELEASED), "--tests", str(TESTS),
+                          "-f", "gradescope,junit", "-o", str(out), "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr  # grading ran; the score is not the exit status
+    assert run.stdout.strip().endswith("Points 0/10")
+    assert (out / "results.json").exists() and (out / "junit.xml").exists()
+    bad = subprocess.run([sys.executable, "-m", "attncourse.cli", "grade", str(RELEASED),
+                          "--tests", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -11,8 +11,10 @@ Conventions (see book/conventions.md):
 * a query row whose keys are all masked returns **zeros**, never NaN, with finite gradients;
 * float16/bfloat16 inputs keep their softmax statistics in float32 and are cast back at the end;
   float64 stays float64 (so ``torch.autograd.gradcheck`` works);
-* grouped K/V heads (GQA/MQA): when ``q`` has ``H`` heads in dim -3 and ``k``/``v`` have ``Hkv``
-  heads with ``H % Hkv == 0``, query head ``h`` uses K/V head ``h // (H // Hkv)``.
+* grouped K/V heads (GQA/MQA), only with ``enable_gqa=True`` (as in SDPA): ``q`` has ``H`` heads
+  in dim -3, ``k``/``v`` have ``Hkv`` with ``H % Hkv == 0``; query head ``h`` uses K/V head
+  ``h // (H // Hkv)``. Without the flag, mismatched head counts are an error, never a silent
+  regrouping of some other dimension.
 """
 from __future__ import annotations
 
@@ -109,6 +111,7 @@ def attention(
     bias: torch.Tensor | None = None,
     scale: float | None = None,
     return_weights: bool = False,
+    enable_gqa: bool = False,
 ):
     """Scaled dot-product attention, eager and exact.
 
@@ -120,6 +123,7 @@ def attention(
         bias: float, broadcastable to ``(..., H, Tq, Tk)``; added to the scaled scores.
         scale: multiplier of ``q kᵀ``; default ``1/√D``.
         return_weights: also return the attention weights ``(..., H, Tq, Tk)``.
+        enable_gqa: let ``Hkv`` (dim -3 of k and v) divide ``H`` (dim -3 of q).
 
     Returns:
         ``out: (..., H, Tq, Dv)`` in q's dtype, and the weights if ``return_weights``.
@@ -129,9 +133,11 @@ def attention(
         ValueError naming the shapes when they do not fit; TypeError for wrong dtypes.
     """
     _check_inputs(q, k, v, mask, bias)
-    if q.dim() >= 3 and k.dim() >= 3 and q.shape[-3] != k.shape[-3] and k.shape[-3] == v.shape[-3]:
-        if k.shape[-3] != 1 and q.shape[-3] % k.shape[-3] == 0:
-            k, v = expand_kv_heads(k, q.shape[-3]), expand_kv_heads(v, q.shape[-3])
+    if enable_gqa:
+        if q.dim() < 3 or k.dim() < 3 or v.dim() < 3 or k.shape[-3] != v.shape[-3]:
+            raise ValueError("attention(enable_gqa=True): q, k, v need a head dim (-3), with k and v "
+                             f"sharing it; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+        k, v = expand_kv_heads(k, q.shape[-3]), expand_kv_heads(v, q.shape[-3])  # (..., Hkv, T, D) -> (..., H, T, D)
     try:
         batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:

@@ -157,6 +157,8 @@ def sliding_window_mask(tq: int, tk: int | None, window: int, causal: bool = Tru
 def padding_mask(lengths: Sequence[int] | torch.Tensor, t: int, *, device=None) -> torch.Tensor:
     """Key-padding mask ``(B, 1, 1, T)`` from the true lengths; broadcasts over heads and queries."""
     lengths = torch.as_tensor(lengths, device=device)
+    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise TypeError(f"padding_mask: lengths must be integers, got dtype {lengths.dtype}")
     if lengths.dim() != 1:
         raise ValueError(f"padding_mask: lengths must be 1-D (one length per sequence), got shape {tuple(lengths.shape)}")
     if len(lengths) and (lengths.min() < 0 or lengths.max() > t):

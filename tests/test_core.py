@@ -186,7 +186,11 @@ def test_gqa_grouping_matches_sdpa_enable_gqa():
     k, v = torch.randn(2, 2, 7, 4, generator=g), torch.randn(2, 2, 7, 4, generator=g)
     with sdpa_kernel(SDPBackend.MATH):
         ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-    assert_matches(attention(q, k, v), ref)
+    assert_matches(attention(q, k, v, enable_gqa=True), ref)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        attention(q, k, v)  # without the flag, 6 vs 2 heads is an error
+    with pytest.raises(ValueError, match="multiple of the K/V heads"):
+        attention(q[:, :5], k, v, enable_gqa=True)
     # explicit: query head h reads K/V head h // 3
     for h in range(6):
         assert_matches(attention(q[:, h], k[:, h // 3], v[:, h // 3]), ref[:, h])
@@ -205,6 +209,12 @@ def test_shape_errors_name_the_shapes(bad, match):
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         attention(args["q"], args["k"], args["v"], mask=mask)
+
+
+def test_3d_batches_are_not_regrouped_as_heads():
+    q, k = torch.randn(4, 3, 5), torch.randn(2, 3, 5)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        attention(q, k, k)
 
 
 def test_type_errors():

@@ -52,6 +52,11 @@ def test_padding_mask_errors(lengths, t, match):
         M.padding_mask(lengths, t)
 
 
+def test_padding_mask_rejects_float_lengths():
+    with pytest.raises(TypeError, match="integers"):
+        M.padding_mask(torch.tensor([2.5]), 4)
+
+
 def test_or_not_and_document_and_prefix():
     t = 6
     longformer_like = M.or_masks(M.sliding_window(2, causal=False), lambda b, h, q, k: (q == 0) | (k == 0))

@@ -1,0 +1,182 @@
+"""Public checks for chapter 04 (multi-head attention).
+
+Each case builds small inputs, calls the learner's function, and compares with the reference in
+``attncourse`` through :func:`attncourse.testing.compare`. The hidden autograder tests
+(``tests/autograder/test_04_multihead.py``) use larger and odder grids.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from attncourse.checks import case
+from attncourse.core import attention
+from attncourse.masks import causal_mask
+from attncourse.multihead import attention_param_count
+from attncourse.testing import compare
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _split(x: torch.Tensor, h: int) -> torch.Tensor:
+    b, t, c = x.shape
+    return x.reshape(b, t, h, c // h).transpose(1, 2)                    # (B, T, C) -> (B, H, T, D)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * d)                        # (B, H, T, D) -> (B, T, H·D)
+
+
+def _mha(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    q, k, v = (_split(x @ w, n_heads) for w in (w_q, w_k, w_v))          # (B, H, T, D)
+    mask = causal_mask(x.shape[1], x.shape[1]) if causal else None
+    return _merge(attention(q, k, v, mask=mask)) @ w_o                   # (B, T, C)
+
+
+def _weights(c: int, g: torch.Generator, dtype=torch.float32):
+    return [(torch.randn(c, c, generator=g, dtype=torch.float64) / math.sqrt(c)).to(dtype) for _ in range(4)]
+
+
+# --------------------------------------------------------------------------- split_heads
+@case("split_heads", "(2, 5, 12) with 3 heads gives (2, 3, 5, 4)")
+def _(fn):
+    x = torch.randn(2, 5, 12, generator=_gen(1))
+    return compare(fn(x, 3), _split(x, 3), what="split_heads(x of shape (2, 5, 12), 3)")
+
+
+@case("split_heads", "head h holds channels h·D .. (h+1)·D - 1 (consecutive, not every H-th)")
+def _(fn):
+    x = torch.arange(8.0).expand(1, 2, 8).contiguous()                  # value = channel index
+    out = fn(x, 2)
+    if isinstance(out, torch.Tensor) and out.shape == (1, 2, 2, 4) and torch.equal(
+            out, x.reshape(1, 2, 4, 2).permute(0, 3, 1, 2)):
+        return ("the heads are interleaved (head 0 got channels 0, 2, 4, 6): reshape to (B, T, H, D), "
+                "not (B, T, D, H)")
+    return compare(out, _split(x, 2), what="split_heads of channels 0..7 into 2 heads")
+
+
+@case("split_heads", "a single token and a single head: (1, 1, 6) -> (1, 1, 1, 6)")
+def _(fn):
+    x = torch.randn(1, 1, 6, generator=_gen(2))
+    return compare(fn(x, 1), _split(x, 1), what="split_heads(x of shape (1, 1, 6), 1)")
+
+
+@case("split_heads", "works on a non-contiguous input (a transposed tensor)")
+def _(fn):
+    x = torch.randn(2, 8, 3, generator=_gen(3)).transpose(1, 2)          # (2, 3, 8), not contiguous
+    return compare(fn(x, 4), _split(x, 4), what="split_heads of a transposed (non-contiguous) x")
+
+
+# --------------------------------------------------------------------------- merge_heads
+@case("merge_heads", "(2, 3, 5, 4) gives (2, 5, 12)")
+def _(fn):
+    x = torch.randn(2, 3, 5, 4, generator=_gen(4))
+    return compare(fn(x), _merge(x), what="merge_heads(x of shape (2, 3, 5, 4))")
+
+
+@case("merge_heads", "undoes split_heads: merge_heads(split_heads(x, H)) == x")
+def _(fn):
+    x = torch.randn(3, 7, 10, generator=_gen(5))
+    return compare(fn(_split(x, 5)), x, what="merge_heads(split_heads(x, 5))")
+
+
+@case("merge_heads", "keeps each token's heads together (transpose before reshape)")
+def _(fn):
+    x = torch.randn(1, 2, 3, 2, generator=_gen(6))
+    out = fn(x)
+    if isinstance(out, torch.Tensor) and out.shape == (1, 3, 4) and torch.equal(out, x.reshape(1, 3, 4)):
+        return ("your result mixes tokens: reshaping (B, H, T, D) straight to (B, T, H·D) puts token 1 of "
+                "head 0 next to token 0; transpose to (B, T, H, D) first")
+    return compare(out, _merge(x), what="merge_heads(x of shape (1, 2, 3, 2))")
+
+
+# ------------------------------------------------------------------- multi_head_attention
+@case("multi_head_attention", "one head: single-head attention followed by W_O")
+def _(fn):
+    g = _gen(7)
+    x = torch.randn(2, 5, 8, generator=g)
+    w = _weights(8, g)
+    return compare(fn(x, *w, 1), _mha(x, *w, 1), what="output with n_heads=1, x of shape (2, 5, 8)")
+
+
+@case("multi_head_attention", "4 heads, x of shape (2, 6, 16), no mask")
+def _(fn):
+    g = _gen(8)
+    x = torch.randn(2, 6, 16, generator=g)
+    w = _weights(16, g)
+    return compare(fn(x, *w, 4), _mha(x, *w, 4), what="output with n_heads=4 (scale by 1/√D, D = C/H)")
+
+
+@case("multi_head_attention", "causal=True: token i attends to tokens j <= i only")
+def _(fn):
+    g = _gen(9)
+    x = torch.randn(1, 7, 12, generator=g)
+    w = _weights(12, g)
+    return compare(fn(x, *w, 3, causal=True), _mha(x, *w, 3, causal=True), what="causal output with n_heads=3")
+
+
+@case("multi_head_attention", "matches torch.nn.MultiheadAttention with the same weights")
+def _(fn):
+    c, h, t = 16, 2, 5
+    with torch.random.fork_rng():                                       # leave the learner's RNG alone
+        torch.manual_seed(10)
+        ref = nn.MultiheadAttention(c, h, bias=False, batch_first=True).eval()
+    wq, wk, wv = ref.in_proj_weight.detach().chunk(3, dim=0)            # (out, in): transpose for x @ w
+    x = torch.randn(2, t, c, generator=_gen(10))
+    with torch.no_grad():
+        want = ref(x, x, x, need_weights=False)[0]
+    return compare(fn(x, wq.T, wk.T, wv.T, ref.out_proj.weight.detach().T, h), want,
+                   what="output compared with torch.nn.MultiheadAttention")
+
+
+@case("multi_head_attention", "keeps the input dtype (float64 in, float64 out)")
+def _(fn):
+    g = _gen(11)
+    x = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    w = _weights(6, g, torch.float64)
+    return compare(fn(x, *w, 2, causal=True), _mha(x, *w, 2, causal=True), what="float64 output")
+
+
+# ----------------------------------------------------------------------- mha_param_count
+def _int(got, want: int, what: str):
+    if type(got) is not int:
+        return f"{what} should be a Python int, but it is a {type(got).__name__}"
+    if got != want:
+        return f"{what} is {got:,}, expected {want:,}"
+    return None
+
+
+@case("mha_param_count", "d_model=512, 8 heads, no biases: 4·512² = 1,048,576")
+def _(fn):
+    return _int(fn(512, 8), attention_param_count(512, 8), what="mha_param_count(512, 8)")
+
+
+@case("mha_param_count", "the same count for 1, 2, 4, 8 and 16 heads (D = C / H)")
+def _(fn):
+    for h in (1, 2, 4, 8, 16):
+        msg = _int(fn(512, h), attention_param_count(512, h), what=f"mha_param_count(512, {h})")
+        if msg:
+            return msg
+    return None
+
+
+@case("mha_param_count", "bias=True adds one bias per output of each projection")
+def _(fn):
+    return _int(fn(64, 4, bias=True), attention_param_count(64, 4, bias=True), what="mha_param_count(64, 4, bias=True)")
+
+
+@case("mha_param_count", "matches torch.nn.MultiheadAttention(96, 6), which has biases")
+def _(fn):
+    want = sum(p.numel() for p in nn.MultiheadAttention(96, 6).parameters())
+    return _int(fn(96, 6, bias=True), want, what="mha_param_count(96, 6, bias=True)")
+
+
+@case("mha_param_count", "fewer key/value heads (GQA): d_model=512, 8 heads, n_kv_heads=2")
+def _(fn):
+    return _int(fn(512, 8, n_kv_heads=2), attention_param_count(512, 8, 2),
+                what="mha_param_count(512, 8, n_kv_heads=2)")

@@ -90,3 +90,41 @@ def test_every_exercise_in_the_solutions_has_checks():
     for path in sorted((root / "solutions").glob("*.ipynb")):
         for ex in parse_exercises(nbformat.read(path, 4), path):
             assert ex.id in registered_exercises(), f"{path.name}: exercise {ex.id!r} has no public checks"
+
+
+def _exercise_namespace(path):
+    """Run a notebook's setup cell and exercise cells (no checks, no demos) in a fresh namespace."""
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(path), 4)
+    setup = next(c for c in nb.cells if c.cell_type == "code" and "setup" in c.metadata.get("tags", []))
+    ns: dict = {}
+    exec(compile(setup.source, f"{path}:setup", "exec"), ns)
+    cells = [c for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
+    for c in cells:
+        exec(compile(c.source, f"{path}:{c.metadata['attncourse']['id']}", "exec"), ns)
+    return ns, [(c.metadata["attncourse"]["id"], c.metadata["attncourse"]["function"]) for c in cells]
+
+
+def _notebooks(folder):
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    return sorted((root / folder).glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", _notebooks("solutions"), ids=lambda p: p.stem)
+def test_every_solution_passes_its_public_checks(path, capsys):
+    """nbval only checks that cells run; here a ❌ in a solution notebook fails the suite."""
+    ns, exercises = _exercise_namespace(path)
+    for ex_id, function in exercises:
+        result = check(ex_id, ns[function], verbose=False)
+        assert result, f"{path.name}: the solution of {ex_id!r} fails its public checks: {result.messages}"
+
+
+@pytest.mark.parametrize("path", _notebooks("notebooks"), ids=lambda p: p.stem)
+def test_every_stub_reports_not_implemented(path):
+    ns, exercises = _exercise_namespace(path)
+    for ex_id, function in exercises:
+        assert check(ex_id, ns[function], verbose=False).status == "not implemented", ex_id

@@ -71,9 +71,13 @@ def test_hostile_submission_scores_only_what_it_earned(tmp_path, name):
 def test_not_a_notebook(tmp_path):
     bad = tmp_path / "garbage.ipynb"
     bad.write_bytes(b"\x00\xffnot json at all")
+    # Told the chapter (e.g. `--chapter 01_sdpa`), it scores 0 of that chapter's points...
+    result = grade_notebook(bad, tests_dir=TESTS, limits=LIMITS, chapter="01_sdpa")
+    assert result.score == 0 and result.max_score == 10
+    assert result.exercises and all("not a Jupyter notebook" in (ex.problem or "") for ex in result.exercises)
+    # ...and without a chapter it is an error that says why, never a crash.
     result = grade_notebook(bad, tests_dir=TESTS, limits=LIMITS)
-    assert result.score == 0 and result.max_score == 10  # the only chapter's points
-    assert all("not a Jupyter notebook" in (ex.problem or "") for ex in result.exercises)
+    assert result.status == "error" and result.score == 0 and "not a Jupyter notebook" in result.error
 
 
 def test_reference_imported_in_setup_is_not_the_learners(tmp_path):

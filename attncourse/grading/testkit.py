@@ -27,10 +27,13 @@ returns ``(out, grads)``. Every comparison happens in the grading process throug
 """
 from __future__ import annotations
 
+import torch
+
 from attncourse.testing import compare
 from attncourse.grading.wire import Foreign
 
-__all__ = ["GradingFailure", "LearnerFailure", "Mismatch", "expect", "expect_true", "Foreign"]
+__all__ = ["GradingFailure", "LearnerFailure", "Mismatch", "expect", "expect_true", "Foreign",
+           "LOW_PRECISION", "SDPA_CALLS", "gen", "rand", "dname"]
 
 
 class GradingFailure(AssertionError):
@@ -66,3 +69,26 @@ def expect_true(condition: bool, message: str) -> None:
     """Fail with ``message`` (which must not contain hidden values) unless ``condition``."""
     if not condition:
         raise Mismatch(message)
+
+
+# ------------------------------------------------ shared helpers for the hidden test modules
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# Every entry point to torch's fused attention: "from scratch" exercises may call none of them.
+SDPA_CALLS = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
+              "torch.nn.functional.multi_head_attention_forward"]
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator with a fixed seed: hidden inputs are reproducible and never printed."""
+    return torch.Generator().manual_seed(seed)
+
+
+def rand(*shape, seed, dtype=torch.float32, scale=1.0):
+    """Standard-normal entries times ``scale``, drawn in float64 then cast (same values for every dtype)."""
+    return (torch.randn(*shape, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
+
+
+def dname(dtype) -> str:
+    """``torch.float16`` -> ``float16``, for test ids and messages."""
+    return str(dtype).replace("torch.", "")

@@ -14,7 +14,7 @@ import torch
 
 from attncourse.core import attention, stable_softmax
 from attncourse.masks import causal_mask as ref_causal_mask, padding_mask as ref_padding_mask
-from attncourse.grading.testkit import expect, expect_true
+from attncourse.grading.testkit import LOW_PRECISION, SDPA_CALLS, dname, expect, expect_true, gen, rand
 
 EXERCISES = {
     "stable_softmax": {"function": "softmax", "points": 2},
@@ -26,27 +26,12 @@ EXERCISES = {
 # Run-time tripwires in the sandbox: calling one of these from the listed exercises fails the test.
 _REF_SOFTMAX = ["attncourse.core.stable_softmax"]
 _REF_MASKS = ["attncourse.masks.causal_mask", "attncourse.masks.padding_mask", "attncourse.masks.materialize"]
-_SDPA = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
-         "torch.nn.functional.multi_head_attention_forward"]
 FORBIDDEN = {
     **{name: ["stable_softmax", "sdpa"] for name in _REF_SOFTMAX},
     **{name: ["causal_mask", "padding_mask"] for name in _REF_MASKS},
-    **{name: ["sdpa"] for name in _SDPA + ["attncourse.core.attention", "attncourse.core.masked_scores"]},
+    **{name: ["sdpa"] for name in SDPA_CALLS + ["attncourse.core.attention", "attncourse.core.masked_scores"]},
 }
 
-LOW = (torch.float16, torch.bfloat16)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def rand(*shape, seed, dtype=torch.float32, scale=1.0):
-    return (torch.randn(*shape, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
-
-
-def dname(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 # ============================================================================ stable_softmax
@@ -93,7 +78,7 @@ def test_softmax_first_dim_fully_masked(learner):
 
 
 @pytest.mark.exercise("stable_softmax")
-@pytest.mark.parametrize("dtype", LOW, ids=dname)
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_softmax_low_precision_keeps_dtype(learner, dtype):
     x = rand(3, 11, seed=5, dtype=dtype, scale=4.0)
     out = learner.softmax(x)
@@ -244,7 +229,7 @@ def test_sdpa_large_scores_stay_finite(learner):
 
 
 @pytest.mark.exercise("sdpa")
-@pytest.mark.parametrize("dtype", LOW, ids=dname)
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_sdpa_low_precision_keeps_dtype(learner, dtype):
     q, k, v = _sdpa_inputs((2, 2), 7, 9, 16, 8, seed=50, dtype=dtype)
     mask = ref_causal_mask(7, 9)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attncourse.grading.testkit import Foreign, Mismatch, expect, expect_true
+from attncourse.grading.testkit import Foreign, LOW_PRECISION, Mismatch, SDPA_CALLS, dname, expect, expect_true, gen, rand
 from attncourse.multihead import self_attention as ref_self_attention
 
 EXERCISES = {
@@ -25,25 +25,10 @@ EXERCISES = {
 }
 
 # Run-time tripwires in the sandbox: calling one of these from sa_self_attention fails the test.
-_SDPA = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
-         "torch.nn.functional.multi_head_attention_forward"]
 _REFERENCE = ["attncourse.core.attention", "attncourse.core.masked_scores", "attncourse.core.stable_softmax",
               "attncourse.multihead.self_attention", "attncourse.masks.causal_mask", "attncourse.masks.materialize"]
-FORBIDDEN = {name: ["sa_self_attention"] for name in _SDPA + _REFERENCE}
+FORBIDDEN = {name: ["sa_self_attention"] for name in SDPA_CALLS + _REFERENCE}
 
-LOW = (torch.float16, torch.bfloat16)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def rand(*shape, seed, dtype=torch.float32, scale=1.0):
-    return (torch.randn(*shape, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
-
-
-def dname(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def weights(c, dk, dv, seed, dtype=torch.float32, scale=1.0):
@@ -95,7 +80,7 @@ def test_qkv_matches_reference(learner, case, dtype):
 
 
 @pytest.mark.exercise("sa_qkv_projections")
-@pytest.mark.parametrize("dtype", LOW, ids=dname)
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_qkv_low_precision_keeps_dtype(learner, dtype):
     x = rand(2, 9, 16, seed=3, dtype=dtype)
     w = weights(16, 8, 4, seed=4, dtype=dtype)
@@ -191,7 +176,7 @@ def test_self_attention_scale_uses_dk(learner):
 
 
 @pytest.mark.exercise("sa_self_attention")
-@pytest.mark.parametrize("dtype", LOW, ids=dname)
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_self_attention_low_precision_keeps_dtype(learner, dtype):
     x = rand(2, 7, 16, seed=60, dtype=dtype)
     w = weights(16, 8, 8, seed=61, dtype=dtype)

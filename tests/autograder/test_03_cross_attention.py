@@ -16,7 +16,7 @@ import torch
 from attncourse.checks.ch03_cross_attention import (
     reference_alignment, reference_cross_attention, reference_decoder_layer, reference_key_padding_mask,
 )
-from attncourse.grading.testkit import expect, expect_true
+from attncourse.grading.testkit import LOW_PRECISION, dname, expect, expect_true, gen, rand
 
 EXERCISES = {
     "cross_key_padding_mask": {"function": "key_padding_mask", "points": 2},
@@ -41,19 +41,6 @@ FORBIDDEN = {
     **{name: ["cross_key_padding_mask"] + _ATTN for name in _REF_MASKS},
 }
 
-LOW = (torch.float16, torch.bfloat16)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def rand(*shape, seed, dtype=torch.float32, scale=1.0):
-    return (torch.randn(*shape, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
-
-
-def dname(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 # ============================================================================ key_padding_mask
@@ -204,7 +191,7 @@ def test_cross_attention_large_scores_stay_finite(learner):
 
 
 @pytest.mark.exercise("cross_attention")
-@pytest.mark.parametrize("dtype", LOW, ids=dname)
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_cross_attention_low_precision_keeps_dtype(learner, dtype):
     case = (2, 5, 7, 16, 8, 8, 8)
     args = _xattn_inputs(*case, seed=80, dtype=dtype)

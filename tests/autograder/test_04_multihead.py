@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attncourse.core import attention
-from attncourse.grading.testkit import Foreign, expect, expect_true
+from attncourse.grading.testkit import Foreign, dname, expect, expect_true, gen, rand
 from attncourse.masks import causal_mask
 from attncourse.multihead import attention_param_count
 
@@ -41,17 +41,6 @@ FORBIDDEN = {
     **{name: ["mha_param_count"] for name in _COUNTERS},
 }
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def rand(*shape, seed, dtype=torch.float32, scale=1.0):
-    return (torch.randn(*shape, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
-
-
-def dname(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def ref_split(x: torch.Tensor, h: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ __all__ = [
     "IGNORE", "PAD", "BOS", "EOS", "N_SPECIAL", "LMBatch", "Seq2SeqBatch",
     "associative_recall", "associative_recall_vocab", "associative_recall_pairs",
     "associative_recall_pairs_vocab", "copying", "induction", "reversal",
-    "reversal_vocab",
+    "reversal_vocab", "reversal_alignment",
 ]
 
 IGNORE = -100                 #: target value of positions that are not scored
@@ -225,3 +225,24 @@ def reversal(batch_size: int, length: int, vocab_size: int = 16, *, min_length: 
     after = torch.arange(L + 1)[None, :] > lengths[:, None]                          # (B, L+1)
     tgt_out[after] = IGNORE
     return Seq2SeqBatch(src, lengths, tgt_in, tgt_out)
+
+
+def reversal_alignment(weights: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """How anti-diagonal a cross-attention map of :func:`reversal` is: a 0-dim float32 tensor.
+
+    ``weights: (B, H, Tt, Ts)`` (or ``(B, Tt, Ts)`` for one head); ``lengths: (B,)`` source
+    lengths (default: all ``Ts``). The result is the fraction of (example, head, decoder step
+    ``i < n``) whose largest weight is on source position ``n - 1 - i``, the token that step
+    must write. Steps at or after ``EOS`` are not scored. Chance is about ``1 / n``.
+    """
+    if weights.dim() == 3:
+        weights = weights.unsqueeze(1)                                   # (B, Tt, Ts) -> (B, 1, Tt, Ts)
+    if weights.dim() != 4:
+        raise ValueError(f"weights must be (B, H, Tt, Ts) or (B, Tt, Ts), got shape {tuple(weights.shape)}")
+    b, h, tq, tk = weights.shape
+    lengths = torch.full((b,), tk) if lengths is None else lengths.to(torch.long).cpu()
+    i = torch.arange(tq)
+    target = lengths[:, None] - 1 - i[None, :]                           # (B, Tt) source position to find
+    scored = i[None, :] < lengths[:, None]                               # (B, Tt) steps that copy a token
+    hit = (weights.detach().cpu().argmax(-1) == target[:, None]) & scored[:, None]  # (B, H, Tt)
+    return (hit.sum().double() / (scored.sum() * h)).to(torch.float32)

@@ -134,3 +134,24 @@ def test_reversal_lengths_vary_and_cover_range():
 def test_bad_arguments(call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def test_reversal_alignment_matches_explicit_loop():
+    g = torch.Generator().manual_seed(7)
+    w = torch.rand(3, 2, 6, 5, generator=g)
+    lengths = torch.tensor([5, 2, 4])
+    w[0, :, 0, 4] = 10.0  # a hit: step 0 of example 0 (n = 5) looks at source 4
+    hits = total = 0
+    for b in range(3):
+        for h in range(2):
+            for i in range(int(lengths[b])):
+                total += 1
+                hits += int(w[b, h, i].argmax()) == int(lengths[b]) - 1 - i
+    got = data.reversal_alignment(w, lengths)
+    assert got.dtype == torch.float32 and got.dim() == 0
+    assert abs(float(got) - hits / total) < 1e-7
+    perfect = torch.eye(5).flip(1).expand(2, 1, 5, 5)
+    assert float(data.reversal_alignment(perfect)) == 1.0
+    assert float(data.reversal_alignment(perfect[:, 0])) == 1.0  # (B, Tt, Ts) also accepted
+    with pytest.raises(ValueError, match="shape"):
+        data.reversal_alignment(torch.rand(5, 5))

@@ -13,6 +13,7 @@ import torch
 
 from attncourse.checks import case
 from attncourse.core import attention
+from attncourse.data import reversal_alignment as reference_alignment
 from attncourse.masks import causal_mask, padding_mask
 from attncourse.testing import compare
 
@@ -38,21 +39,6 @@ def reference_decoder_layer(y, memory, self_weights, cross_weights, memory_lengt
     tt = y.shape[1]
     h = y + attention(y @ w_q, y @ w_k, y @ w_v, mask=causal_mask(tt, tt, device=y.device))
     return h + reference_cross_attention(h, memory, *cross_weights, context_lengths=memory_lengths)
-
-
-def reference_alignment(weights: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Fraction (0-dim float32) of rows ``i < n_b`` (all heads) whose argmax is key ``n_b - 1 - i``."""
-    if weights.dim() == 3:
-        weights = weights.unsqueeze(1)                           # (B, Tq, Tk) -> (B, 1, Tq, Tk)
-    b, h, tq, tk = weights.shape
-    if lengths is None:
-        lengths = torch.full((b,), tk)
-    lengths = lengths.to(torch.long)
-    i = torch.arange(tq)
-    target = lengths[:, None] - 1 - i[None, :]                   # (B, Tq)
-    scored = i[None, :] < lengths[:, None]                       # (B, Tq)
-    hit = (weights.argmax(-1) == target[:, None]) & scored[:, None]  # (B, H, Tq)
-    return (hit.sum().double() / (scored.sum() * h)).to(torch.float32)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -39,6 +39,7 @@ _REF_MASKS = ["attncourse.masks.padding_mask", "attncourse.masks.causal_mask", "
 FORBIDDEN = {
     **{name: _ATTN for name in _REFERENCE_ATTENTION},
     **{name: ["cross_key_padding_mask"] + _ATTN for name in _REF_MASKS},
+    "attncourse.data.reversal_alignment": ["cross_attention_alignment"],
 }
 
 

@@ -128,3 +128,46 @@ def test_every_stub_reports_not_implemented(path):
     ns, exercises = _exercise_namespace(path)
     for ex_id, function in exercises:
         assert check(ex_id, ns[function], verbose=False).status == "not implemented", ex_id
+
+
+# --- wrong answers for chapters 02-04: each public check must notice a classic mistake -----------
+def _sa_unscaled(x, w_q, w_k, w_v, causal=False):
+    t = x.shape[-2]
+    return attention(x @ w_q, x @ w_k, x @ w_v, mask=causal_mask(t, t) if causal else None, scale=1.0)
+
+
+def _sa_top_right(x, w_q, w_k, w_v, causal=False):  # masks the past instead of the future
+    t = x.shape[-2]
+    return attention(x @ w_q, x @ w_k, x @ w_v, mask=causal_mask(t, t).T if causal else None)
+
+
+def _xattn_ignores_lengths(x, context, w_q, w_k, w_v, context_lengths=None):
+    return attention(x @ w_q, context @ w_k, context @ w_v)
+
+
+def _split_interleaved(x, n_heads):  # channel c goes to head c % H: the wrong head order
+    b, t, c = x.shape
+    return x.reshape(b, t, c // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def _mha_scaled_by_model_width(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    from attncourse.multihead import merge_heads, split_heads
+    t, c = x.shape[-2], x.shape[-1]
+    q, k, v = (split_heads(x @ w, n_heads) for w in (w_q, w_k, w_v))
+    out = attention(q, k, v, mask=causal_mask(t, t) if causal else None, scale=c ** -0.5)
+    return merge_heads(out) @ w_o
+
+
+@pytest.mark.parametrize("ex_id, fn", [
+    ("sa_self_attention", _sa_unscaled),
+    ("sa_self_attention", _sa_top_right),
+    ("sa_attention_flops", lambda n, d_model, d_k, d_v=None: n * n * (d_k + (d_v or d_k))),  # no projections, 1 per MAC
+    ("cross_attention", _xattn_ignores_lengths),
+    ("split_heads", _split_interleaved),
+    ("multi_head_attention", _mha_scaled_by_model_width),
+    ("mha_param_count", lambda d_model, n_heads, n_kv_heads=None, bias=False: 4 * d_model * d_model * n_heads),
+])
+def test_later_chapters_catch_classic_mistakes(ex_id, fn, capsys):
+    result = check(ex_id, fn)
+    assert result.status == "failed", f"{ex_id}: a wrong implementation passed the public checks"
+    assert "❌" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from pathlib import Path
 from attncourse.grading.release import BEGIN, END, release
 
 MARKER = ".attncourse-learner-repo"
-COPY_TREES = ["book", "notebooks", "attncourse"]
+COPY_TREES = ["book", "notebooks", "attncourse", "binder"]
 COPY_FILES = ["_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "README.md", "LICENSE",
               "LICENSE.md", ".gitignore", ".github/workflows/classroom.yml"]
 SKIP = ("__pycache__", ".ipynb_checkpoints", "_build", ".pytest_cache")

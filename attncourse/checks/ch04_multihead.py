@@ -14,7 +14,7 @@ from torch import nn
 from attncourse.checks import case
 from attncourse.core import attention
 from attncourse.masks import causal_mask
-from attncourse.multihead import attention_param_count
+from attncourse.multihead import attention_param_count, merge_heads, split_heads
 from attncourse.testing import compare
 
 
@@ -22,20 +22,10 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _split(x: torch.Tensor, h: int) -> torch.Tensor:
-    b, t, c = x.shape
-    return x.reshape(b, t, h, c // h).transpose(1, 2)                    # (B, T, C) -> (B, H, T, D)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    b, h, t, d = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * d)                        # (B, H, T, D) -> (B, T, H·D)
-
-
 def _mha(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
-    q, k, v = (_split(x @ w, n_heads) for w in (w_q, w_k, w_v))          # (B, H, T, D)
+    q, k, v = (split_heads(x @ w, n_heads) for w in (w_q, w_k, w_v))          # (B, H, T, D)
     mask = causal_mask(x.shape[1], x.shape[1]) if causal else None
-    return _merge(attention(q, k, v, mask=mask)) @ w_o                   # (B, T, C)
+    return merge_heads(attention(q, k, v, mask=mask)) @ w_o                   # (B, T, C)
 
 
 def _weights(c: int, g: torch.Generator, dtype=torch.float32):
@@ -46,7 +36,7 @@ def _weights(c: int, g: torch.Generator, dtype=torch.float32):
 @case("split_heads", "(2, 5, 12) with 3 heads gives (2, 3, 5, 4)")
 def _(fn):
     x = torch.randn(2, 5, 12, generator=_gen(1))
-    return compare(fn(x, 3), _split(x, 3), what="split_heads(x of shape (2, 5, 12), 3)")
+    return compare(fn(x, 3), split_heads(x, 3), what="split_heads(x of shape (2, 5, 12), 3)")
 
 
 @case("split_heads", "head h holds channels h·D .. (h+1)·D - 1 (consecutive, not every H-th)")
@@ -57,32 +47,32 @@ def _(fn):
             out, x.reshape(1, 2, 4, 2).permute(0, 3, 1, 2)):
         return ("the heads are interleaved (head 0 got channels 0, 2, 4, 6): reshape to (B, T, H, D), "
                 "not (B, T, D, H)")
-    return compare(out, _split(x, 2), what="split_heads of channels 0..7 into 2 heads")
+    return compare(out, split_heads(x, 2), what="split_heads of channels 0..7 into 2 heads")
 
 
 @case("split_heads", "a single token and a single head: (1, 1, 6) -> (1, 1, 1, 6)")
 def _(fn):
     x = torch.randn(1, 1, 6, generator=_gen(2))
-    return compare(fn(x, 1), _split(x, 1), what="split_heads(x of shape (1, 1, 6), 1)")
+    return compare(fn(x, 1), split_heads(x, 1), what="split_heads(x of shape (1, 1, 6), 1)")
 
 
 @case("split_heads", "works on a non-contiguous input (a transposed tensor)")
 def _(fn):
     x = torch.randn(2, 8, 3, generator=_gen(3)).transpose(1, 2)          # (2, 3, 8), not contiguous
-    return compare(fn(x, 4), _split(x, 4), what="split_heads of a transposed (non-contiguous) x")
+    return compare(fn(x, 4), split_heads(x, 4), what="split_heads of a transposed (non-contiguous) x")
 
 
 # --------------------------------------------------------------------------- merge_heads
 @case("merge_heads", "(2, 3, 5, 4) gives (2, 5, 12)")
 def _(fn):
     x = torch.randn(2, 3, 5, 4, generator=_gen(4))
-    return compare(fn(x), _merge(x), what="merge_heads(x of shape (2, 3, 5, 4))")
+    return compare(fn(x), merge_heads(x), what="merge_heads(x of shape (2, 3, 5, 4))")
 
 
 @case("merge_heads", "undoes split_heads: merge_heads(split_heads(x, H)) == x")
 def _(fn):
     x = torch.randn(3, 7, 10, generator=_gen(5))
-    return compare(fn(_split(x, 5)), x, what="merge_heads(split_heads(x, 5))")
+    return compare(fn(split_heads(x, 5)), x, what="merge_heads(split_heads(x, 5))")
 
 
 @case("merge_heads", "keeps each token's heads together (transpose before reshape)")
@@ -92,7 +82,7 @@ def _(fn):
     if isinstance(out, torch.Tensor) and out.shape == (1, 3, 4) and torch.equal(out, x.reshape(1, 3, 4)):
         return ("your result mixes tokens: reshaping (B, H, T, D) straight to (B, T, H·D) puts token 1 of "
                 "head 0 next to token 0; transpose to (B, T, H, D) first")
-    return compare(out, _merge(x), what="merge_heads(x of shape (1, 2, 3, 2))")
+    return compare(out, merge_heads(x), what="merge_heads(x of shape (1, 2, 3, 2))")
 
 
 # ------------------------------------------------------------------- multi_head_attention

@@ -43,7 +43,20 @@ import torch
 __all__ = [
     "time_fn", "peak_memory", "dispatched_ops", "sweep_attention", "default_impls", "sdpa_backend_impls",
     "loglog_slope", "format_table", "device_name", "metadata", "run_sdpa_suite", "add_parser",
+    "attention_flops",
 ]
+
+
+# ------------------------------------------------------------------------- cost model
+def attention_flops(n: int, d_model: int, d_k: int, d_v: int | None = None) -> int:
+    """Matrix-multiply FLOPs of single-head self-attention on ``n`` tokens (a multiply-add = 2).
+
+    ``X W_Q``, ``X W_K``, ``X W_V`` cost ``2 n C (2 d_k + d_v)`` (linear in ``n``); ``Q Kᵀ`` and
+    ``A V`` cost ``2 n² (d_k + d_v)`` (quadratic). Softmax and scaling are not counted: they are
+    ``O(n²)`` elementwise work, not matrix multiplies. Equals ``torch.utils.flop_counter``'s count.
+    """
+    d_v = d_k if d_v is None else d_v
+    return 2 * n * d_model * (2 * d_k + d_v) + 2 * n * n * (d_k + d_v)
 
 
 # ----------------------------------------------------------------------------- helpers

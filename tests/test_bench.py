@@ -169,3 +169,17 @@ def test_cuda_peak_memory_and_backends():
     rows = bench.sweep_attention([64], H=1, D=64, dtype=torch.float16, device="cuda", impls=impls,
                                  repeats=1, warmup=0)
     assert all(set(r) == ROW_KEYS and r["peak_bytes"] >= 0 for r in rows)
+
+
+@pytest.mark.parametrize("n, c, dk, dv", [(1, 8, 8, 8), (17, 12, 5, 3), (96, 64, 64, 64)])
+def test_attention_flops_equals_torch_flop_counter(n, c, dk, dv):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from attncourse.multihead import self_attention
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, n, c, generator=g)
+    w_q, w_k, w_v = torch.randn(c, dk, generator=g), torch.randn(c, dk, generator=g), torch.randn(c, dv, generator=g)
+    with FlopCounterMode(display=False) as counter:
+        self_attention(x, w_q, w_k, w_v)
+    assert bench.attention_flops(n, c, dk, dv) == counter.get_total_flops()

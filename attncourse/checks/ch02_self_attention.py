@@ -11,8 +11,10 @@ import math
 
 import torch
 
+from attncourse.bench import attention_flops
 from attncourse.checks import case
 from attncourse.multihead import self_attention as ref_self_attention
+from attncourse.positions import sinusoidal_positions
 from attncourse.testing import compare
 
 
@@ -23,20 +25,6 @@ def _gen(seed: int = 0) -> torch.Generator:
 def _weights(c: int, dk: int, dv: int, seed: int, dtype=torch.float32):
     g = _gen(seed)
     return tuple(torch.randn(c, d, generator=g, dtype=dtype) / math.sqrt(c) for d in (dk, dk, dv))
-
-
-def _sinusoidal(n: int, d: int, base: float = 10000.0) -> torch.Tensor:
-    """The formula, entry by entry, in float64: PE[p, 2i] = sin(p w_i), PE[p, 2i+1] = cos(p w_i)."""
-    pe = torch.empty(n, d, dtype=torch.float64)
-    for col in range(d):
-        w = base ** (-2 * (col // 2) / d)
-        angles = torch.arange(n, dtype=torch.float64) * w
-        pe[:, col] = torch.sin(angles) if col % 2 == 0 else torch.cos(angles)
-    return pe.float()
-
-
-def _flops(n: int, c: int, dk: int, dv: int) -> int:
-    return 2 * n * c * (2 * dk + dv) + 2 * n * n * (dk + dv)
 
 
 # -------------------------------------------------------------------- sa_qkv_projections
@@ -113,7 +101,7 @@ def _(fn):
 def _check_flops(fn, n: int, c: int, dk: int, dv: int | None = None):
     """Call ``fn(n, c, dk)`` (or with ``d_v=dv``) and compare with the exact count."""
     got = fn(n, c, dk) if dv is None else fn(n, c, dk, d_v=dv)
-    want = _flops(n, c, dk, dk if dv is None else dv)
+    want = attention_flops(n, c, dk, dk if dv is None else dv)
     call = f"attention_flops({n}, {c}, {dk}" + ("" if dv is None else f", d_v={dv}") + ")"
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         return f"{call} should return an int, but it returned a {type(got).__name__}"
@@ -140,7 +128,7 @@ def _(fn):
 # --------------------------------------------------------------- sa_sinusoidal_positions
 @case("sa_sinusoidal_positions", "n = 6, d = 8: shape (6, 8), float32, sin/cos interleaved")
 def _(fn):
-    return compare(fn(6, 8), _sinusoidal(6, 8), what="sinusoidal_positions(6, 8)")
+    return compare(fn(6, 8), sinusoidal_positions(6, 8), what="sinusoidal_positions(6, 8)")
 
 
 @case("sa_sinusoidal_positions", "position 0 is [0, 1, 0, 1, ...]")
@@ -151,9 +139,9 @@ def _(fn):
 
 @case("sa_sinusoidal_positions", "an odd width d = 5 ends with a sine column")
 def _(fn):
-    return compare(fn(7, 5), _sinusoidal(7, 5), what="sinusoidal_positions(7, 5)")
+    return compare(fn(7, 5), sinusoidal_positions(7, 5), what="sinusoidal_positions(7, 5)")
 
 
 @case("sa_sinusoidal_positions", "the base argument: n = 4, d = 4, base = 100")
 def _(fn):
-    return compare(fn(4, 4, base=100.0), _sinusoidal(4, 4, 100.0), what="sinusoidal_positions(4, 4, base=100.0)")
+    return compare(fn(4, 4, base=100.0), sinusoidal_positions(4, 4, 100.0), what="sinusoidal_positions(4, 4, base=100.0)")

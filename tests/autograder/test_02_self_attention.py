@@ -15,7 +15,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from attncourse.grading.testkit import Foreign, LOW_PRECISION, Mismatch, SDPA_CALLS, dname, expect, expect_true, gen, rand
+from attncourse.bench import attention_flops
 from attncourse.multihead import self_attention as ref_self_attention
+from attncourse.positions import sinusoidal_positions
 
 EXERCISES = {
     "sa_qkv_projections": {"function": "qkv_projections", "points": 2},
@@ -27,7 +29,11 @@ EXERCISES = {
 # Run-time tripwires in the sandbox: calling one of these from sa_self_attention fails the test.
 _REFERENCE = ["attncourse.core.attention", "attncourse.core.masked_scores", "attncourse.core.stable_softmax",
               "attncourse.multihead.self_attention", "attncourse.masks.causal_mask", "attncourse.masks.materialize"]
-FORBIDDEN = {name: ["sa_self_attention"] for name in SDPA_CALLS + _REFERENCE}
+FORBIDDEN = {
+    **{name: ["sa_self_attention"] for name in SDPA_CALLS + _REFERENCE},
+    "attncourse.bench.attention_flops": ["sa_attention_flops"],
+    "attncourse.positions.sinusoidal_positions": ["sa_sinusoidal_positions"],
+}
 
 
 
@@ -204,7 +210,7 @@ def test_self_attention_gradients(learner, causal):
 
 # ============================================================================ sa_attention_flops
 def exact_flops(n, c, dk, dv):
-    return 2 * n * c * (2 * dk + dv) + 2 * n * n * (dk + dv)
+    return attention_flops(n, c, dk, dv)
 
 
 def expect_count(got, n, c, dk, dv, call, want=None):
@@ -276,14 +282,7 @@ def test_flops_grow_quadratically(learner):
 
 
 # ============================================================================ sa_sinusoidal_positions
-def ref_sinusoidal(n, d, base=10000.0):
-    """Entry by entry in float64, straight from the formula; rounded to float32 at the end."""
-    pe = torch.empty(n, d, dtype=torch.float64)
-    for col in range(d):
-        omega = base ** (-2 * (col // 2) / d)
-        for p in range(n):
-            pe[p, col] = math.sin(p * omega) if col % 2 == 0 else math.cos(p * omega)
-    return pe.float()
+ref_sinusoidal = sinusoidal_positions  # the reference: attncourse.positions
 
 
 PE_CASES = [(1, 1), (1, 2), (6, 8), (7, 5), (97, 64), (128, 3), (33, 1), (10, 2), (5, 129)]

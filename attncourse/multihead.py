@@ -59,11 +59,6 @@ def _check_width(x: torch.Tensor, width: int, what: str) -> None:
         raise ValueError(f"{what} must have shape (B, T, {width}), got {got}")
 
 
-def _causal(tq: int, tk: int, device) -> torch.Tensor:
-    """``(1, 1, Tq, Tk)`` bottom-right causal mask (True = may attend)."""
-    return causal_mask(tq, tk, device=device)[None, None]
-
-
 def _and(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     if a is None:
         return b
@@ -157,7 +152,7 @@ class _ProjectedAttention(nn.Module):
         k = split_heads(self.w_k(context), self.n_kv_heads)    # (B, Tk, Hkv·D) -> (B, Hkv, Tk, D)
         v = split_heads(self.w_v(context), self.n_kv_heads)    # (B, Tk, Hkv·D) -> (B, Hkv, Tk, D)
         if self.causal:
-            mask = _and(_causal(x.shape[1], context.shape[1], x.device), mask)  # (.., Tq, Tk)
+            mask = _and(causal_mask(x.shape[1], context.shape[1], device=x.device), mask)  # (Tq, Tk)
         # K/V heads are repeated to H here, so the grouping is visible: head h reads h // (H // Hkv).
         k, v = expand_kv_heads(k, self.n_heads), expand_kv_heads(v, self.n_heads)  # (B, H, Tk, D)
         if self.training and self.dropout > 0:

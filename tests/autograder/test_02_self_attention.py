@@ -209,15 +209,11 @@ def test_self_attention_gradients(learner, causal):
 
 
 # ============================================================================ sa_attention_flops
-def exact_flops(n, c, dk, dv):
-    return attention_flops(n, c, dk, dv)
-
-
 def expect_count(got, n, c, dk, dv, call, want=None):
     if isinstance(got, Foreign) or isinstance(got, bool) or not isinstance(got, (int, float)):
         what = got.description if isinstance(got, Foreign) else type(got).__name__
         raise Mismatch(f"{call} should return an int, but it returned {what}")
-    want = exact_flops(n, c, dk, dv) if want is None else want
+    want = attention_flops(n, c, dk, dv) if want is None else want
     if got == want:
         return
     hints = []
@@ -227,7 +223,7 @@ def expect_count(got, n, c, dk, dv, call, want=None):
         hints.append("include the three projections X W_Q, X W_K, X W_V")
     if got == 2 * n * c * (2 * dk + dv):
         hints.append("include the scores Q Kᵀ and the weighted sum A V")
-    if got == exact_flops(n, c, dk, dk) and dv != dk:
+    if got == attention_flops(n, c, dk, dk) and dv != dk:
         hints.append("the value width d_v enters the V projection and A V")
     raise Mismatch(f"{call} is not the expected count" + (f" (hint: {'; '.join(hints)})" if hints else
                    " (a product of an (a×b) and a (b×c) matrix costs 2·a·b·c)"))
@@ -282,23 +278,20 @@ def test_flops_grow_quadratically(learner):
 
 
 # ============================================================================ sa_sinusoidal_positions
-ref_sinusoidal = sinusoidal_positions  # the reference: attncourse.positions
-
-
 PE_CASES = [(1, 1), (1, 2), (6, 8), (7, 5), (97, 64), (128, 3), (33, 1), (10, 2), (5, 129)]
 
 
 @pytest.mark.exercise("sa_sinusoidal_positions")
 @pytest.mark.parametrize("n,d", PE_CASES, ids=lambda v: str(v))
 def test_sinusoidal_matches_formula(learner, n, d):
-    expect(learner.sinusoidal_positions(n, d), ref_sinusoidal(n, d),
+    expect(learner.sinusoidal_positions(n, d), sinusoidal_positions(n, d),
            what=f"sinusoidal_positions({n}, {d})" + (" (odd d: the last column is a sine)" if d % 2 else ""))
 
 
 @pytest.mark.exercise("sa_sinusoidal_positions")
 @pytest.mark.parametrize("base", [100.0, 2.0, 500000.0], ids=lambda v: f"base{v:g}")
 def test_sinusoidal_base(learner, base):
-    expect(learner.sinusoidal_positions(20, 10, base=base), ref_sinusoidal(20, 10, base),
+    expect(learner.sinusoidal_positions(20, 10, base=base), sinusoidal_positions(20, 10, base),
            what=f"sinusoidal_positions(20, 10, base={base:g})")
 
 
@@ -306,7 +299,7 @@ def test_sinusoidal_base(learner, base):
 @pytest.mark.points(2)
 def test_sinusoidal_long(learner):
     # float32 angles lose about p·6e-8 radians at position p; allow for that, not for a wrong formula.
-    expect(learner.sinusoidal_positions(2048, 128), ref_sinusoidal(2048, 128), atol=5e-4, rtol=0.0,
+    expect(learner.sinusoidal_positions(2048, 128), sinusoidal_positions(2048, 128), atol=5e-4, rtol=0.0,
            what="sinusoidal_positions(2048, 128)")
 
 

@@ -43,13 +43,10 @@ FORBIDDEN = {
 
 
 
-ref_split, ref_merge = split_heads, merge_heads  # the reference: attncourse.multihead
-
-
 def ref_mha(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
-    q, k, v = (ref_split(x @ w, n_heads) for w in (w_q, w_k, w_v))       # (B, H, T, D)
+    q, k, v = (split_heads(x @ w, n_heads) for w in (w_q, w_k, w_v))       # (B, H, T, D)
     mask = causal_mask(x.shape[1], x.shape[1]) if causal else None
-    return ref_merge(attention(q, k, v, mask=mask)) @ w_o                # (B, T, C)
+    return merge_heads(attention(q, k, v, mask=mask)) @ w_o                # (B, T, C)
 
 
 # ============================================================================ split_heads
@@ -67,21 +64,21 @@ def _sid(case):
 def test_split_heads_matches_reference(learner, case):
     b, t, c, h = case
     x = rand(b, t, c, seed=1)
-    expect(learner.split_heads(x, h), ref_split(x, h), what=f"split_heads(x of shape {(b, t, c)}, {h})")
+    expect(learner.split_heads(x, h), split_heads(x, h), what=f"split_heads(x of shape {(b, t, c)}, {h})")
 
 
 @pytest.mark.exercise("split_heads")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.int64], ids=dname)
 def test_split_heads_keeps_dtype(learner, dtype):
     x = rand(2, 5, 12, seed=2, scale=5.0).to(dtype)
-    expect(learner.split_heads(x, 4), ref_split(x, 4), what=f"split_heads of a {dname(dtype)} x of shape (2, 5, 12)")
+    expect(learner.split_heads(x, 4), split_heads(x, 4), what=f"split_heads of a {dname(dtype)} x of shape (2, 5, 12)")
 
 
 @pytest.mark.exercise("split_heads")
 @pytest.mark.points(2)
 def test_split_heads_head_owns_consecutive_channels(learner):
     x = torch.arange(24.0).expand(2, 3, 24).contiguous()                # value = channel index
-    expect(learner.split_heads(x, 4), ref_split(x, 4),
+    expect(learner.split_heads(x, 4), split_heads(x, 4),
            what="split_heads of x of shape (2, 3, 24) into 4 heads (head h must hold channels h·D .. (h+1)·D - 1)")
 
 
@@ -89,7 +86,7 @@ def test_split_heads_head_owns_consecutive_channels(learner):
 @pytest.mark.points(2)
 def test_split_heads_keeps_token_order(learner):
     x = torch.arange(6.0)[None, :, None].expand(2, 6, 8).contiguous()   # value = token index
-    expect(learner.split_heads(x, 2), ref_split(x, 2),
+    expect(learner.split_heads(x, 2), split_heads(x, 2),
            what="split_heads of x of shape (2, 6, 8) into 2 heads (the token axis must not change)")
 
 
@@ -100,7 +97,7 @@ def test_split_heads_non_contiguous_input(learner, how):
         x = rand(2, 16, 9, seed=3).transpose(1, 2)                       # (2, 9, 16), not contiguous
     else:
         x = rand(3, 9, 32, seed=4)[:, :, ::2]                            # (3, 9, 16), strided channels
-    expect(learner.split_heads(x, 4), ref_split(x, 4),
+    expect(learner.split_heads(x, 4), split_heads(x, 4),
            what=f"split_heads of a non-contiguous ({how}) x of shape {tuple(x.shape)}")
 
 
@@ -111,8 +108,8 @@ def test_split_heads_gradient(learner):
     g = rand(2, 3, 5, 4, seed=6, dtype=torch.float64)
     out, (gx,) = learner.split_heads.grad(x, 3, wrt=(0,), grad_output=g)
     xr = x.clone().requires_grad_(True)
-    (want,) = torch.autograd.grad(ref_split(xr, 3), xr, g)
-    expect(out, ref_split(x, 3), what="split_heads(x of shape (2, 5, 12), 3) in the gradient test")
+    (want,) = torch.autograd.grad(split_heads(xr, 3), xr, g)
+    expect(out, split_heads(x, 3), what="split_heads(x of shape (2, 5, 12), 3) in the gradient test")
     expect(gx, want, what="the gradient of split_heads (backpropagate through your function)")
 
 
@@ -130,14 +127,14 @@ def _mid(case):
 @pytest.mark.parametrize("case", MERGE_CASES, ids=_mid)
 def test_merge_heads_matches_reference(learner, case):
     x = rand(*case, seed=10)
-    expect(learner.merge_heads(x), ref_merge(x), what=f"merge_heads(x of shape {case})")
+    expect(learner.merge_heads(x), merge_heads(x), what=f"merge_heads(x of shape {case})")
 
 
 @pytest.mark.exercise("merge_heads")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=dname)
 def test_merge_heads_keeps_dtype(learner, dtype):
     x = rand(2, 3, 5, 4, seed=11, dtype=dtype)
-    expect(learner.merge_heads(x), ref_merge(x), what=f"merge_heads of a {dname(dtype)} x of shape (2, 3, 5, 4)")
+    expect(learner.merge_heads(x), merge_heads(x), what=f"merge_heads of a {dname(dtype)} x of shape (2, 3, 5, 4)")
 
 
 @pytest.mark.exercise("merge_heads")
@@ -146,7 +143,7 @@ def test_merge_heads_keeps_dtype(learner, dtype):
 def test_merge_heads_undoes_split(learner, case):
     b, t, c, h = case
     x = rand(b, t, c, seed=12)
-    expect(learner.merge_heads(ref_split(x, h).contiguous()), x,
+    expect(learner.merge_heads(split_heads(x, h).contiguous()), x,
            what=f"merge_heads(split_heads(x, {h})) for x of shape {(b, t, c)} (must give x back)")
 
 
@@ -155,14 +152,14 @@ def test_merge_heads_undoes_split(learner, case):
 def test_merge_heads_keeps_tokens_together(learner):
     h, t, d = 3, 4, 2
     x = torch.arange(t, dtype=torch.float32)[None, None, :, None].expand(2, h, t, d).contiguous()  # value = token
-    expect(learner.merge_heads(x), ref_merge(x),
+    expect(learner.merge_heads(x), merge_heads(x),
            what="merge_heads of x of shape (2, 3, 4, 2) (each output row must hold the heads of one token)")
 
 
 @pytest.mark.exercise("merge_heads")
 def test_merge_heads_non_contiguous_input(learner):
     x = rand(2, 6, 3, 4, seed=13).transpose(1, 2)                        # (2, 3, 6, 4), not contiguous
-    expect(learner.merge_heads(x), ref_merge(x), what="merge_heads of a non-contiguous x of shape (2, 3, 6, 4)")
+    expect(learner.merge_heads(x), merge_heads(x), what="merge_heads of a non-contiguous x of shape (2, 3, 6, 4)")
 
 
 @pytest.mark.exercise("merge_heads")
@@ -172,8 +169,8 @@ def test_merge_heads_gradient(learner):
     g = rand(2, 5, 12, seed=15, dtype=torch.float64)
     out, (gx,) = learner.merge_heads.grad(x, wrt=(0,), grad_output=g)
     xr = x.clone().requires_grad_(True)
-    (want,) = torch.autograd.grad(ref_merge(xr), xr, g)
-    expect(out, ref_merge(x), what="merge_heads(x of shape (2, 3, 5, 4)) in the gradient test")
+    (want,) = torch.autograd.grad(merge_heads(xr), xr, g)
+    expect(out, merge_heads(x), what="merge_heads(x of shape (2, 3, 5, 4)) in the gradient test")
     expect(gx, want, what="the gradient of merge_heads (backpropagate through your function)")
 
 

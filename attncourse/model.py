@@ -36,7 +36,7 @@ from attncourse.data import IGNORE, LMBatch, Seq2SeqBatch
 from attncourse.masks import padding_mask
 from attncourse.multihead import CrossAttention, MultiHeadAttention
 
-__all__ = ["MLP", "Block", "DecoderBlock", "TinyGPT", "TinySeq2Seq", "Seq2SeqWeights",
+__all__ = ["RMSNorm", "make_norm", "MLP", "Block", "DecoderBlock", "TinyGPT", "TinySeq2Seq", "Seq2SeqWeights",
            "train", "accuracy", "TrainResult"]
 
 
@@ -53,26 +53,66 @@ class MLP(nn.Module):
         return self.drop(self.proj(F.gelu(self.fc(x))))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``.
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019; Llama): ``x / rms(x) * g``, no mean, no bias.
 
-    ``Block(d_model, n_heads, n_kv_heads=None, *, causal=True, mlp_ratio=4, dropout=0.0)``.
+    ``rms(x) = sqrt(mean(x², last dim) + eps)``; computed in float32 for fp16/bf16 inputs.
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.to(y.dtype)).to(x.dtype)
+
+
+def make_norm(kind: str, d_model: int) -> nn.Module:
+    """``"layer"`` -> :class:`torch.nn.LayerNorm`, ``"rms"`` -> :class:`RMSNorm`."""
+    if kind == "layer":
+        return nn.LayerNorm(d_model)
+    if kind == "rms":
+        return RMSNorm(d_model)
+    raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+
+
+class Block(nn.Module):
+    """A transformer block: attention and MLP, each with a residual connection and a norm.
+
+    ``Block(d_model, n_heads, n_kv_heads=None, *, causal=True, mlp_ratio=4, dropout=0.0,
+    norm="layer", prenorm=True)``.
+
+    * pre-norm (GPT-2, Llama; the default): ``x = x + attn(ln1(x))``, then ``x = x + mlp(ln2(x))``
+      — the residual stream itself is never normalised;
+    * post-norm (the original Transformer): ``x = ln1(x + attn(x))``, then ``x = ln2(x + mlp(x))``.
+
+    ``norm`` is ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
     ``forward(x: (B, T, C), *, mask=None, return_weights=False) -> (B, T, C)`` and the
     attention weights ``(B, H, T, T)`` if asked; ``mask`` is a bool keep-mask (True = attend).
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *,
-                 causal: bool = True, mlp_ratio: int = 4, dropout: float = 0.0):
+                 causal: bool = True, mlp_ratio: int = 4, dropout: float = 0.0,
+                 norm: str = "layer", prenorm: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
+        self.prenorm = prenorm
+        self.ln1 = make_norm(norm, d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, causal=causal, dropout=dropout)
-        self.ln2 = nn.LayerNorm(d_model)
+        self.ln2 = make_norm(norm, d_model)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, return_weights: bool = False):
-        a, w = self.attn(self.ln1(x), mask=mask, return_weights=True)
-        x = x + a
-        x = x + self.mlp(self.ln2(x))
+        if self.prenorm:
+            a, w = self.attn(self.ln1(x), mask=mask, return_weights=True)
+            x = x + a
+            x = x + self.mlp(self.ln2(x))
+        else:
+            a, w = self.attn(x, mask=mask, return_weights=True)
+            x = self.ln1(x + a)
+            x = self.ln2(x + self.mlp(x))
         return (x, w) if return_weights else x
 
 
@@ -122,7 +162,9 @@ class TinyGPT(nn.Module):
     """A tiny decoder-only transformer (causal; learned absolute positions).
 
     ``TinyGPT(vocab_size, block_size, d_model=64, n_heads=4, n_layers=2, n_kv_heads=None,
-    *, mlp_ratio=4, dropout=0.0)``; ``block_size`` is the longest input.
+    *, mlp_ratio=4, dropout=0.0, norm="layer", prenorm=True)``; ``block_size`` is the longest
+    input. ``norm``/``prenorm`` choose the block's normalisation (see :class:`Block`); a
+    post-norm model has no final norm (its last block already ends in one).
 
     ``forward(idx: (B, T) int, *, return_weights=False) -> logits (B, T, vocab_size)``, and the
     weights ``(n_layers, B, H, T, T)`` if ``return_weights``. Position ``t``'s logits depend on
@@ -131,16 +173,17 @@ class TinyGPT(nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int, d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, n_kv_heads: int | None = None, *, mlp_ratio: int = 4,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, norm: str = "layer", prenorm: bool = True):
         super().__init__()
         self.vocab_size, self.block_size = vocab_size, block_size
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(block_size, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads, causal=True, mlp_ratio=mlp_ratio, dropout=dropout)
+            Block(d_model, n_heads, n_kv_heads, causal=True, mlp_ratio=mlp_ratio, dropout=dropout,
+                  norm=norm, prenorm=prenorm)
             for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        self.ln_f = make_norm(norm, d_model) if prenorm else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.apply(_init_weights)
 

@@ -207,3 +207,41 @@ def test_accuracy_counts_only_scored_positions():
             return p
     assert accuracy(OffByOne(), wrong) == pytest.approx(1 - 1 / 20)
     assert accuracy(OffByOne(), wrong, per_sequence=True) == pytest.approx(3 / 4)
+
+
+# ------------------------------------------------------------------- norms and post-norm
+def test_rmsnorm_matches_formula_and_keeps_dtype():
+    from attncourse.model import RMSNorm
+    torch.manual_seed(0)
+    n = RMSNorm(7).double()
+    with torch.no_grad():
+        n.weight.copy_(torch.randn(7, dtype=torch.float64))
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    expected = x / torch.sqrt((x * x).mean(-1, keepdim=True) + n.eps) * n.weight
+    assert_matches(n(x), expected)
+    h = RMSNorm(7)(x.to(torch.bfloat16))
+    assert h.dtype == torch.bfloat16
+
+
+def test_post_norm_block_matches_formula():
+    torch.manual_seed(0)
+    blk = Block(8, 2, causal=True, prenorm=False, norm="rms").double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    h = blk.ln1(x + blk.attn(x))
+    assert_matches(blk(x), blk.ln2(h + blk.mlp(h)))
+
+
+def test_norm_kind_is_checked():
+    with pytest.raises(ValueError, match="'layer' or 'rms'"):
+        Block(8, 2, norm="batch")
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_tinygpt_norm_options_stay_causal(prenorm):
+    m = _gpt(norm="rms", prenorm=prenorm)
+    idx = _tokens(2, 9, 11)
+    full = m(idx)
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 11
+    assert_matches(m(changed)[:, :6], full[:, :6])
+    assert isinstance(m.ln_f, nn.Identity) != prenorm

@@ -10,7 +10,10 @@ import sys
 
 
 def _release_parser(sub):
-    p = sub.add_parser("release", help="write learner notebooks/ from solutions/ (solutions become stubs)")
+    p = sub.add_parser("release", help="write learner notebooks/ from solutions/ (solutions become stubs)",
+                       description="Write the learner notebooks: every solution region of solutions/*.ipynb becomes "
+                                   "a stub that raises NotImplementedError; outputs are cleared. Deterministic: "
+                                   "running it twice changes nothing.")
     p.add_argument("--solutions", default="solutions", help="folder of solution notebooks (default: solutions)")
     p.add_argument("--notebooks", default="notebooks", help="folder to write learner notebooks to (default: notebooks)")
     p.add_argument("--check", action="store_true",
@@ -39,8 +42,18 @@ def _release(args) -> int:
     return 0
 
 
+DESCRIPTION = """The attncourse command.
+
+  attncourse release    write the learner notebooks (notebooks/) from the solutions (solutions/)
+  attncourse grade      grade submitted notebooks with the hidden tests (learner code runs sandboxed)
+  attncourse bench      time attention implementations and measure their peak memory
+
+Run `attncourse <command> --help` for a command's options."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attncourse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="attncourse", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _release_parser(sub)
     import importlib

@@ -24,12 +24,15 @@ def tolerance(dtype: torch.dtype) -> tuple[float, float]:
 
 
 def compare(actual, expected: torch.Tensor, *, what: str = "result", rtol: float | None = None,
-            atol: float | None = None, check_dtype: bool = True, reveal_values: bool = True) -> str | None:
+            atol: float | None = None, check_dtype: bool = True, reveal_values: bool = True,
+            nan_hint: str | None = None) -> str | None:
     """Return ``None`` when ``actual`` matches ``expected``, else a short, specific message.
 
     Checks, in order: the exact type (a plain ``torch.Tensor``, no subclass), the shape, the
     dtype, NaN/inf where the expected values are finite, then values with the dtype's tolerance.
     ``reveal_values=False`` keeps hidden expected values out of the message (the autograder).
+    ``nan_hint`` replaces the inferred hint for unexpected NaN (a caller that built the inputs
+    knows whether they hold a fully masked row or scores large enough to overflow).
     """
     if type(actual) is not torch.Tensor:
         return f"{what} should be a torch.Tensor, but it is a {type(actual).__name__}"
@@ -47,7 +50,7 @@ def compare(actual, expected: torch.Tensor, *, what: str = "result", rtol: float
     bad_nan = torch.isnan(a) & ~torch.isnan(e)
     if bad_nan.any():
         return (f"{what} contains NaN in {int(bad_nan.sum())} of {a.numel()} entries where the expected "
-                "values are finite (hint: a row whose keys are all masked must give zeros, not 0/0)")
+                f"values are finite ({'hint: ' + nan_hint if nan_hint else _nan_hint(e, bad_nan)})")
     bad_inf = torch.isinf(a) & ~torch.isinf(e)
     if bad_inf.any():
         return (f"{what} contains inf in {int(bad_inf.sum())} entries where the expected values are finite "
@@ -72,6 +75,23 @@ def compare(actual, expected: torch.Tensor, *, what: str = "result", rtol: float
             idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape))
             msg += f"; e.g. at index {idx}: got {float(a[idx]):.6g}, expected {float(e[idx]):.6g}"
     return msg
+
+
+def _nan_hint(expected: torch.Tensor, bad_nan: torch.Tensor) -> str:
+    """Tell the two usual causes of NaN apart by the expected values of the rows where NaN appeared.
+
+    A query whose keys are all masked expects a row (last dim) of **zeros**, and 0/0 gives NaN;
+    an overflow (``exp`` of a large score is inf, and inf/inf is NaN) happens in rows whose
+    expected values are **not** all zero. (A caller that knows the inputs passes ``nan_hint``.)
+    """
+    zero_rows = (expected == 0).all(dim=-1, keepdim=True) if expected.dim() else expected == 0
+    masked_rows = bool((bad_nan & zero_rows).any())
+    other_rows = bool((bad_nan & ~zero_rows).any())
+    overflow = "exp() of a large score overflows to inf, and inf/inf is NaN: subtract the row maximum first"
+    masked = "where every key is masked the expected output is zeros, and 0/0 is NaN: handle that case"
+    if other_rows and masked_rows:
+        return f"hint: {overflow}; also, {masked}"
+    return f"hint: {overflow}" if other_rows else f"hint: {masked}"
 
 
 def assert_matches(actual, expected: torch.Tensor, **kwargs) -> None:

@@ -106,6 +106,7 @@ def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
                     _violations.append(dotted)
                 return original(*args, **kwargs)
             tripwire._attncourse_tripwire = who
+            tripwire._attncourse_original = original
             tripwire.__name__ = getattr(original, "__name__", attr)
             tripwire.__doc__ = getattr(original, "__doc__", None)
             return tripwire
@@ -128,9 +129,46 @@ def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
     return installed
 
 
+# ----------------------------------------------------------------------------- supplied references
+_supplied: dict[str, dict[str, object]] = {}  # exercise -> {learner function name: reference}
+
+
+def _supplied_reference(reference):
+    """Wrap a reference the grader supplies in place of another exercise's function.
+
+    While it runs, no exercise is "current", so calls it makes to forbidden functions (it *is*
+    the reference) are never counted against the learner.
+    """
+    def supplied(*args, **kwargs):
+        saved = _current["exercise"]
+        _current["exercise"] = None
+        try:
+            return reference(*args, **kwargs)
+        finally:
+            _current["exercise"] = saved
+    supplied.__name__ = getattr(reference, "__name__", "reference")
+    supplied.__doc__ = getattr(reference, "__doc__", None)
+    return supplied
+
+
+def prepare_uses(uses: dict) -> list[str]:
+    """Resolve ``{exercise: {name: dotted path}}``; returns the paths that could not be found."""
+    missing = []
+    for exercise, names in uses.items():
+        for name, dotted in names.items():
+            found = _resolve(dotted)
+            if found is None or not callable(found[2]):
+                missing.append(dotted)
+                continue
+            ref = getattr(found[2], "_attncourse_original", found[2])
+            _supplied.setdefault(exercise, {})[name] = _supplied_reference(ref)
+    return missing
+
+
 # ----------------------------------------------------------------------------- learner code
 _namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
 _functions: dict[str, types.FunctionType] = {}
+_MISSING = object()
 
 
 def _describe(exc: BaseException, filename_prefix="<cell") -> dict:
@@ -148,8 +186,9 @@ def _describe(exc: BaseException, filename_prefix="<cell") -> dict:
 
 
 def load(request: dict) -> None:
+    missing = prepare_uses(request.get("uses", {}))  # before the tripwires wrap the references
     install_tripwires(request.get("forbidden", {}))
-    report = {}
+    report = {"__uses_missing__": missing} if missing else {}
     for cell in request["cells"]:
         key = cell["key"]
         _send({"op": "cell", "key": key})
@@ -185,6 +224,10 @@ def call(request: dict, blobs: list[bytes]) -> None:
             args[i] = args[i].detach().requires_grad_(True)
     del _violations[:]
     out_blobs: list[bytes] = []
+    # Another exercise's function called by this one is the reference for the whole call, so
+    # this exercise is graded on its own cell alone.
+    swapped = {name: _namespace.get(name, _MISSING) for name in _supplied.get(exercise, {})}
+    _namespace.update(_supplied.get(exercise, {}))
     start = time.perf_counter()
     _current["exercise"] = exercise
     try:
@@ -218,6 +261,11 @@ def call(request: dict, blobs: list[bytes]) -> None:
         _current["exercise"] = None
         header = {"op": "result", "ok": False, "error": _describe(exc), "violations": sorted(set(_violations))}
         out_blobs = []
+    for name, old in swapped.items():
+        if old is _MISSING:
+            _namespace.pop(name, None)
+        else:
+            _namespace[name] = old
     _send(header, out_blobs)
 
 

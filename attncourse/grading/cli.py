@@ -23,16 +23,20 @@ def add_parser(sub) -> None:
     d = Limits()
     p = sub.add_parser(
         "grade", help="grade exercise notebooks with the hidden tests (learner code runs sandboxed)",
-        description="Grade exercise notebooks (or folders of them) with the hidden tests. The chapter is "
-                    "read from each notebook's metadata. Exit status 0: grading ran (whatever the scores); "
-                    "2: the grader could not run.")
+        description="Grade exercise notebooks (or folders of them) with the hidden tests. The chapter is the "
+                    "assignment's (--chapter) or, without it, read from each notebook's metadata (else its file "
+                    "name); the report says which. Exit status 0: grading ran (whatever the scores); 2: the "
+                    "grader could not run (bad arguments, a missing file, no hidden tests).")
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="a notebook, or a folder of notebooks")
     p.add_argument("--format", "-f", default="json,markdown",
                    help=f"comma-separated report formats: {', '.join(FORMATS)} or all (default: json,markdown)")
     p.add_argument("--output", "-o", default="grading-report", help="folder for the reports (default: grading-report)")
     p.add_argument("--tests", default=None,
                    help="folder of hidden tests test_<chapter>.py (default: tests/autograder)")
-    p.add_argument("--chapter", default=None, help="chapter to assume when a notebook's metadata lacks it")
+    p.add_argument("--chapter", default=None,
+                   help="the assignment's chapter, e.g. 01_sdpa: every notebook is graded as this chapter, and one "
+                        "whose metadata names another chapter scores 0 with a message (default: each notebook's "
+                        "metadata, else its file name)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="grade this many notebooks in parallel (default 1)")
     p.add_argument("--timeout", type=float, default=d.call_timeout,
                    help=f"seconds per call of a learner function (default {d.call_timeout:g})")
@@ -64,6 +68,20 @@ def _grade(args) -> int:
         print("attncourse grade: --jobs ≥ 1, --timeout > 0, --memory ≥ 512 and --cpu-time ≥ 1 are required",
               file=sys.stderr)
         return EXIT_GRADER_ERROR
+    from pathlib import Path
+
+    missing = [p for p in args.submissions if not Path(p).exists()]
+    if missing:
+        print(f"attncourse grade: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_GRADER_ERROR
+    if args.chapter is not None and args.chapter != "from-filename":
+        from attncourse.grading.grader import chapters_in, default_tests_dir
+
+        known = chapters_in(Path(args.tests) if args.tests else default_tests_dir())
+        if args.chapter not in known:
+            print(f"attncourse grade: --chapter {args.chapter}: no hidden tests for it (known: {', '.join(known) or 'none'})",
+                  file=sys.stderr)
+            return EXIT_GRADER_ERROR
     limits = Limits(call_timeout=args.timeout, memory_mb=args.memory, cpu_seconds=args.cpu_time,
                     total_timeout=args.total_timeout)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import time
@@ -72,6 +73,7 @@ class SubmissionResult:
     notes: list[str]
     execution_time: float
     sandbox: dict
+    chapter_source: str | None = None  # "assignment" (--chapter), "metadata", "file name" or "only chapter"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +162,7 @@ class _Plugin:
         self.load_report: dict = {}
         self.unavailable: dict[str, str] = {}
         self.fatal: str | None = None
+        self.config_error: str | None = None
         self._learner = None
 
     # collection is finished: tests and references are imported; now run the learner's cells
@@ -169,11 +172,13 @@ class _Plugin:
         for mod in modules:
             specs.update(getattr(mod, "EXERCISES", {}))
         self.exercises = specs
-        forbidden: dict[str, list[str]] = {}
-        for mod in modules:
-            for name, exs in getattr(mod, "FORBIDDEN", {}).items():
-                forbidden.setdefault(name, []).extend(exs)
-        sub = self.submission = extract(self.path, specs)
+        forbidden = forbidden_calls(modules, specs)
+        uses = {ex: dict(spec.get("uses", {})) for ex, spec in specs.items() if spec.get("uses")}
+        problem = _check_uses(specs, uses)
+        if problem:
+            self.config_error = problem
+            raise pytest.UsageError(problem)
+        sub = self.submission = extract(self.path, specs, forbidden=forbidden)
         self.unavailable = dict(sub.problems)
         if self.error or sub.error:
             self.unavailable = {ex: self.error or sub.error for ex in specs}
@@ -187,12 +192,17 @@ class _Plugin:
             cells.append({"key": cell.key, "exercise": cell.exercise, "function": cell.function,
                           "source": cell.source, "filename": cell.filename})
         try:
-            report = self.load_report = self.sandbox.load({"op": "load", "cells": cells, "forbidden": forbidden})
+            report = self.load_report = self.sandbox.load({"op": "load", "cells": cells, "forbidden": forbidden,
+                                                           "uses": uses})
         except SandboxError as exc:
             self.fatal = f"the sandbox could not run the notebook's cells ({exc})"
             for ex in specs:
                 self.unavailable.setdefault(ex, self.fatal)
             report = {}
+        if report.get("__uses_missing__"):
+            self.config_error = ("the hidden tests name references the sandbox cannot find: "
+                                 + ", ".join(map(str, report["__uses_missing__"]))[:300])
+            raise pytest.UsageError(self.config_error)
         setup = report.get("setup")
         if setup and not setup.get("ok"):
             if setup.get("fatal"):
@@ -250,6 +260,40 @@ class _Plugin:
                                            duration=rep.duration))
 
 
+def forbidden_calls(modules, specs: dict) -> dict[str, list[str]]:
+    """``{dotted name: [exercise ids]}`` from the hidden modules' ``FORBIDDEN`` tables.
+
+    Every ``from_scratch`` exercise also gets torch's SDPA entry points, so the rule a
+    notebook states ("from scratch") never depends on a module remembering to list them.
+    """
+    from attncourse.grading.testkit import SDPA_CALLS
+
+    forbidden: dict[str, list[str]] = {}
+    for mod in modules:
+        for name, exs in getattr(mod, "FORBIDDEN", {}).items():
+            forbidden.setdefault(name, []).extend(exs)
+    for ex, spec in specs.items():
+        if spec.get("from_scratch"):
+            for name in SDPA_CALLS:
+                if ex not in forbidden.setdefault(name, []):
+                    forbidden[name].append(ex)
+    return forbidden
+
+
+def _check_uses(specs: dict, uses: dict) -> str | None:
+    """A ``uses`` entry must name another exercise's function and a dotted reference path."""
+    functions = {spec["function"] for spec in specs.values()}
+    for ex, names in uses.items():
+        if not isinstance(names, dict):
+            return f"EXERCISES[{ex!r}]['uses'] must be a dict {{function name: 'dotted.reference'}}"
+        for name, dotted in names.items():
+            if name not in functions or name == specs[ex]["function"]:
+                return f"EXERCISES[{ex!r}]['uses'] names {name!r}, which is not another exercise's function"
+            if not isinstance(dotted, str) or "." not in dotted:
+                return f"EXERCISES[{ex!r}]['uses'][{name!r}] must be a dotted path to a reference, got {dotted!r}"
+    return None
+
+
 def _failure_message(excinfo) -> tuple[str, str]:
     if excinfo is None:
         return "error", "the test could not run"
@@ -276,6 +320,44 @@ def default_tests_dir() -> Path:
         if cand.is_dir():
             return cand
     return Path.cwd() / "tests" / "autograder"
+
+
+def chapter_from_name(path: str | Path, known: list[str]) -> str | None:
+    """The chapter a file name points to: ``01_sdpa.ipynb``, ``01_sdpa (1).ipynb``, ``01-final.ipynb``."""
+    stem = Path(path).stem.lower()
+    for chap in known:
+        if stem == chap or stem.startswith(chap):
+            return chap
+    number = re.match(r"^(\d\d)(?:[_\- .]|$)", stem)
+    if number:
+        matches = [c for c in known if c.startswith(number.group(1) + "_")]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+FROM_FILENAME = "from-filename"
+
+
+def which_chapter(path, meta_chapter: str | None, assignment: str | None, known: list[str]):
+    """``(chapter, where it came from)``. The instructor's ``--chapter`` wins over everything.
+
+    ``--chapter from-filename`` pins each notebook to the chapter its file name names
+    (``notebooks/01_sdpa.ipynb`` is graded as 01_sdpa, whatever its metadata says): the
+    GitHub Classroom workflow grades a learner's whole ``notebooks/`` folder this way.
+    """
+    if assignment == FROM_FILENAME:
+        return chapter_from_name(path, known), "assignment"
+    if assignment:
+        return assignment, "assignment"
+    if meta_chapter:
+        return meta_chapter, "metadata"
+    by_name = chapter_from_name(path, known)
+    if by_name:
+        return by_name, "file name"
+    if len(known) == 1:
+        return known[0], "only chapter"
+    return None, None
 
 
 def chapters_in(tests_dir: Path) -> list[str]:
@@ -313,14 +395,19 @@ def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, lim
         raise GraderError(f"hidden tests folder {tests_dir} does not exist (use --tests)")
     _, meta_chapter, error = read_submission(path)
     known = chapters_in(tests_dir)
-    chap = meta_chapter or chapter or (known[0] if len(known) == 1 else None)
-    if meta_chapter and chapter and meta_chapter != chapter:
-        error = error or f"this notebook is chapter {meta_chapter}, not {chapter}"
+    chap, source = which_chapter(path, meta_chapter, chapter, known)
+    if chapter and chap is None:
+        error = error or (f"the file name {Path(path).name!r} does not name a chapter (expected e.g. "
+                          f"{(known or ['01_sdpa'])[0]}.ipynb); it was not graded")
+    elif chapter and meta_chapter and meta_chapter != chap:
+        error = (f"this notebook is chapter {meta_chapter} (its metadata says so), but this assignment is "
+                 f"chapter {chap}; it was not graded. Submit your {chap} exercise notebook")
     test_file = tests_dir / f"test_{chap}.py" if chap else None
     if chap is None or not test_file.is_file():
         why = error or (NO_CHAPTER if chap is None else
                         f"there are no hidden tests for chapter {chap!r} (known: {', '.join(known) or 'none'})")
-        return SubmissionResult(path, chap, 0.0, 0.0, "error", why, [], [], [], round(time.perf_counter() - t0, 3), {})
+        return SubmissionResult(path, chap, 0.0, 0.0, "error", why, [], [], [], round(time.perf_counter() - t0, 3), {},
+                                chapter_source=source)
 
     sandbox = Sandbox(limits, hidden_paths=[str(tests_dir), str(Path(path).resolve().parent)], debug=debug)
     if error is None:
@@ -334,6 +421,7 @@ def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, lim
                 "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:randomly", "-p", "no:nbval",
                 "-p", "no:xdist", "-p", "no:cov", "--import-mode=importlib", "-W", "ignore",
                 "--basetemp", str(Path(tmp) / "pt")]
+        _forget_other_hidden_modules(test_file)
         old = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         sink = io.StringIO()
@@ -348,10 +436,28 @@ def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, lim
             sandbox.stop()
     if debug:
         print(sink.getvalue(), file=sys.stderr)
+    if plugin.config_error:
+        raise GraderError(f"the hidden tests in {test_file} are misconfigured: {plugin.config_error}")
     if int(code) not in (0, 1) or not plugin.exercises:
         raise GraderError(f"pytest could not run the hidden tests in {test_file} (exit code {int(code)})"
                           + ("" if debug else "; rerun with --debug to see why"))
-    return _assemble(path, chap, plugin, sandbox, time.perf_counter() - t0, error)
+    result = _assemble(path, chap, plugin, sandbox, time.perf_counter() - t0, error)
+    result.chapter_source = source
+    return result
+
+
+def _forget_other_hidden_modules(test_file: Path) -> None:
+    """Drop an already imported ``test_<chapter>`` module that came from another file.
+
+    pytest's importlib mode reuses a module of the same name from ``sys.modules``; in a process
+    that grades with two hidden-test folders (or after the file changed on disk) that would grade
+    with the wrong tests.
+    """
+    target = test_file.resolve()
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if f and Path(f).name == test_file.name and Path(f).resolve() != target:
+            del sys.modules[name]
 
 
 def _assemble(path, chapter, plugin: _Plugin, sandbox: Sandbox, elapsed: float, error) -> SubmissionResult:

@@ -18,6 +18,7 @@ format         file                for
      "score": float, "max_score": float,
      "submissions": [{
         "path": str, "chapter": str | null, "score": float, "max_score": float,
+        "chapter_source": "assignment" | "metadata" | "file name" | "only chapter" | null,
         "status": "graded" | "error", "error": str | null,   # error: nothing could be graded
         "notes": [str],                                      # e.g. about the setup cell
         "execution_time": seconds,
@@ -60,6 +61,20 @@ def _label(sub) -> str:
     return sub.chapter or Path(sub.path).stem
 
 
+_SOURCES = {"assignment": "the assignment's chapter (--chapter)",
+            "metadata": "read from the notebook's metadata; grade with --chapter to pin the assignment's chapter",
+            "file name": "guessed from the file name",
+            "only chapter": "the only chapter with hidden tests"}
+
+
+def chapter_line(sub) -> str:
+    """Which chapter a submission was graded as, and why: instructors must see it at a glance."""
+    if not sub.chapter:
+        return "Chapter: unknown"
+    why = _SOURCES.get(getattr(sub, "chapter_source", None) or "", "")
+    return f"Graded as chapter {sub.chapter}" + (f" ({why})" if why else "")
+
+
 def totals(results) -> tuple[float, float]:
     return round(sum(r.score for r in results), 6), round(sum(r.max_score for r in results), 6)
 
@@ -100,6 +115,7 @@ def to_gradescope(results) -> str:
     score, max_score = totals(results)
     tests, out = [], []
     for sub in results:
+        out.append(f"{_label(sub)}: {chapter_line(sub)}: {_fmt(sub.score)}/{_fmt(sub.max_score)}")
         if sub.error:
             out.append(f"{_label(sub)}: {sub.error}")
         out.extend(f"{_label(sub)}: {n}" for n in sub.notes)
@@ -170,6 +186,7 @@ def to_markdown(results) -> str:
     for sub in results:
         lines.append(f"### `{_md_escape(sub.path)}` ({_label(sub)}): {_fmt(sub.score)}/{_fmt(sub.max_score)}")
         lines.append("")
+        lines += [f"**{_md_escape(chapter_line(sub))}**", ""]
         if sub.error:
             lines += [f"**Could not grade this notebook:** {_md_escape(sub.error)}", ""]
         for n in sub.notes:

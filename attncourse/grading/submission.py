@@ -74,6 +74,8 @@ def read_submission(path: str | Path) -> tuple[dict | None, str | None, str | No
         raw = path.read_bytes()
     except OSError as exc:
         return None, None, f"cannot read the file ({exc.strerror or exc})"
+    if not raw.strip():
+        return None, None, "the file is empty (save the notebook in Jupyter, then submit it again)"
     try:
         nb = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -95,12 +97,16 @@ NO_CHAPTER = ("the notebook metadata has no attncourse.chapter, so the grader ca
               "this is (start from the released exercise notebook, or grade with --chapter)")
 
 
-def extract(path: str | Path, exercises: dict[str, dict]) -> Submission:
+def extract(path: str | Path, exercises: dict[str, dict],
+            forbidden: dict[str, list[str]] | None = None) -> Submission:
     """Find the setup and exercise cells of a submission.
 
     ``exercises`` comes from the hidden tests (trusted): ``{id: {"function": name,
     "from_scratch": bool}}``. Metadata in the submission (points, function names) is ignored:
     the learner can edit it.
+    ``forbidden`` (``{dotted name: [exercise ids]}``, the hidden tests' ``FORBIDDEN``) is
+    checked statically too: an exercise cell that names one of its forbidden callables scores 0
+    for that exercise, even when the call is never reached.
     """
     sub = Submission(str(path))
     nb, sub.chapter, sub.error = read_submission(path)
@@ -157,9 +163,12 @@ def extract(path: str | Path, exercises: dict[str, dict]) -> Submission:
             sub.problems[ex_id] = f"the exercise cell (cell {i}) could not be run: {problem}"
             continue
         sub.cells[ex_id] = cell
-        forbidden = static_violations(src, from_scratch=spec.get("from_scratch", False))
-        if forbidden:
-            sub.problems[ex_id] = (f"the exercise cell uses {forbidden[0]}, which this exercise does not allow"
+        names = [n for n, exs in (forbidden or {}).items() if ex_id in exs]
+        setup_src = sub.setup.source if sub.setup is not None else ""
+        violations = static_violations(src, from_scratch=spec.get("from_scratch", False), forbidden=names,
+                                       context=setup_src)
+        if violations:
+            sub.problems[ex_id] = (f"the exercise cell uses {violations[0]}, which this exercise does not allow"
                                    + (" (it must be written from scratch)" if spec.get("from_scratch") else
                                       " (the course's reference implementation is not your code)"))
     return sub
@@ -177,24 +186,126 @@ def _syntax_problem(src: str) -> str | None:
     return None
 
 
-def static_violations(src: str, *, from_scratch: bool) -> list[str]:
+def _aliases(tree) -> dict[str, str]:
+    """Names bound by imports: ``import torch.nn.functional as F`` -> ``{"F": "torch.nn.functional"}``."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    out[a.asname] = a.name
+                else:
+                    out[a.name.split(".")[0]] = a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                out[a.asname or a.name] = f"{node.module}.{a.name}"
+    return out
+
+
+def _dotted(node) -> list[str] | None:
+    """``a.b.c`` -> ``["a", "b", "c"]`` for a chain of attributes on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return [node.id] + parts[::-1]
+    return None
+
+
+def _forbidden_objects(forbidden) -> tuple[set[int], set[int]]:
+    """ids of the objects the forbidden names denote, and of the classes that own them.
+
+    Only ``torch`` and ``attncourse`` names are resolved (trusted strings from the hidden tests),
+    by importing their modules in the grading process: ``torch.nn.MultiheadAttention`` then
+    matches a ``FORBIDDEN`` entry spelled ``torch.nn.modules.activation.MultiheadAttention.forward``.
+    """
+    import importlib
+    import inspect
+
+    objs, owners = set(), set()
+    for name in forbidden:
+        if name.split(".")[0] not in ("torch", "attncourse"):
+            continue
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            owner = None
+            try:
+                for p in parts[i:]:
+                    owner, obj = obj, getattr(obj, p)
+            except AttributeError:
+                break
+            objs.add(id(obj))
+            if inspect.isclass(owner) and not name.startswith("torch.Tensor."):
+                owners.add(id(owner))  # a forbidden method forbids its class (``MultiheadAttention(...)``)
+            break
+    return objs, owners
+
+
+def _spelled_object(full: str):
+    """The object a dotted ``torch.…`` chain names, looked up without importing anything new."""
+    import sys
+
+    parts = full.split(".")
+    if parts[0] != "torch" or "torch" not in sys.modules:
+        return None
+    obj = sys.modules["torch"]
+    try:
+        for p in parts[1:]:
+            obj = getattr(obj, p)
+    except AttributeError:
+        return None
+    return obj
+
+
+def static_violations(src: str, *, from_scratch: bool, forbidden=(), context: str = "") -> list[str]:
     """Forbidden uses visible in the source (an empty list when it is clean).
 
     Every exercise: importing the ``attncourse`` reference (``attncourse.checks``, ``viz`` and
     ``testing`` are fine). From-scratch exercises also: any attribute, import or string naming
-    torch's SDPA (or a module built on it). The sandbox's run-time tripwires catch indirect
-    calls that a static look cannot see.
+    torch's SDPA (or a module built on it). ``forbidden``: the dotted names this exercise may not
+    call (the hidden tests' ``FORBIDDEN``): an import of one, or an attribute chain that spells one
+    through the import aliases of ``context`` (the setup cell) and of the cell itself
+    (``F.softmax`` with ``import torch.nn.functional as F``). A ``torch.Tensor.<method>`` entry
+    matches any ``.method`` on a value that is not a module (``x.softmax(-1)``). The sandbox's
+    run-time tripwires catch indirect calls that a static look cannot see.
     """
     try:
         tree = ast.parse(src)
     except Exception:
         return []
+    try:
+        ctx_tree = ast.parse(context) if context else None
+    except Exception:
+        ctx_tree = None
+    aliases = {**(_aliases(ctx_tree) if ctx_tree is not None else {}), **_aliases(tree)}
+    forbidden = set(forbidden)
+    methods = {f.rsplit(".", 1)[1] for f in forbidden if f.startswith("torch.Tensor.")}
     found = []
 
     def reference_module(mod: str) -> bool:
         return (mod == "attncourse" or mod.startswith("attncourse.")) and not mod.startswith(ALLOWED_ATTNCOURSE)
 
+    objs, owners = _forbidden_objects(forbidden) if forbidden else (set(), set())
+
+    def spells_forbidden(full: str) -> bool:
+        if full in forbidden or any(full.startswith(f + ".") for f in forbidden if not f.startswith("torch.Tensor.")):
+            return True
+        obj = _spelled_object(full)
+        return obj is not None and (id(obj) in objs or id(obj) in owners)
+
+    # Names the setup cell imported from the reference (``from attncourse.core import attention``):
+    # using one in an exercise cell is using the reference, wherever it was imported.
+    own = set(_aliases(tree))
+    setup_refs = {name: full for name, full in (_aliases(ctx_tree) if ctx_tree is not None else {}).items()
+                  if reference_module(full) and name not in own}
     for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in setup_refs and isinstance(node.ctx, ast.Load):
+            found.append(f"`{setup_refs[node.id]}` (imported in the setup cell)")
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if reference_module(alias.name):
@@ -204,13 +315,27 @@ def static_violations(src: str, *, from_scratch: bool) -> list[str]:
                 found.append(f"`from {node.module} import ...`")
             if from_scratch and any(a.name in SDPA_NAMES for a in node.names):
                 found.append(f"`from {node.module} import {', '.join(a.name for a in node.names)}`")
+            for a in node.names:
+                if spells_forbidden(f"{node.module}.{a.name}"):
+                    found.append(f"`{node.module}.{a.name}`")
         elif isinstance(node, ast.Attribute):
             if from_scratch and node.attr in SDPA_NAMES:
                 found.append(f"`.{node.attr}`")
             if node.attr in ("attention", "stable_softmax", "core", "masks") and isinstance(node.value, ast.Name) \
                     and node.value.id == "attncourse":
                 found.append(f"`attncourse.{node.attr}`")
+            chain = _dotted(node)
+            if chain is not None and forbidden:
+                root = aliases.get(chain[0])
+                if root is not None:
+                    full = ".".join([root] + chain[1:])
+                    if spells_forbidden(full):
+                        found.append(f"`{full}`")
+                elif node.attr in methods:
+                    found.append(f"`torch.Tensor.{node.attr}` (the `.{node.attr}()` method)")
+            elif node.attr in methods and chain is None:
+                found.append(f"`torch.Tensor.{node.attr}` (the `.{node.attr}()` method)")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if from_scratch and ("scaled_dot_product" in node.value or "attncourse" in node.value):
                 found.append(f"the string {node.value[:40]!r}")
-    return found
+    return list(dict.fromkeys(found))

@@ -33,7 +33,7 @@ from attncourse.testing import compare
 from attncourse.grading.wire import Foreign
 
 __all__ = ["GradingFailure", "LearnerFailure", "Mismatch", "expect", "expect_true", "Foreign",
-           "LOW_PRECISION", "SDPA_CALLS", "gen", "rand", "dname"]
+           "LOW_PRECISION", "SDPA_CALLS", "gen", "rand", "dname", "forbid"]
 
 
 class GradingFailure(AssertionError):
@@ -77,6 +77,21 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 # Every entry point to torch's fused attention: "from scratch" exercises may call none of them.
 SDPA_CALLS = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
               "torch.nn.functional.multi_head_attention_forward"]
+
+
+def forbid(*rules: tuple) -> dict[str, list[str]]:
+    """Build a module's ``FORBIDDEN`` table from ``(names, exercises)`` pairs, merging the lists.
+
+    ``{**{n: [a] for n in X}, **{n: [b] for n in Y}}`` silently drops ``a`` for every name in both
+    ``X`` and ``Y``; ``forbid((X, [a]), (Y, [b]))`` keeps both.
+    """
+    table: dict[str, list[str]] = {}
+    for names, exercises in rules:
+        for name in ([names] if isinstance(names, str) else names):
+            for ex in ([exercises] if isinstance(exercises, str) else exercises):
+                if ex not in table.setdefault(name, []):
+                    table[name].append(ex)
+    return table
 
 
 def gen(seed: int) -> torch.Generator:

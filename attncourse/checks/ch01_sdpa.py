@@ -59,6 +59,11 @@ def _(fn):
     return compare(fn(1, 6), causal_mask(1, 6), what="causal_mask(1, 6)")
 
 
+@case("causal_mask", "Tq > Tk: the first Tq - Tk queries come before every key (rows all False)")
+def _(fn):
+    return compare(fn(4, 2), causal_mask(4, 2), what="causal_mask(4, 2)")
+
+
 # ------------------------------------------------------------------------- padding_mask
 @case("padding_mask", "shape (B, 1, 1, T), dtype bool, True on real tokens")
 def _(fn):

@@ -18,6 +18,11 @@ from attncourse.positions import sinusoidal_positions
 from attncourse.testing import compare
 
 
+def reference_qkv_projections(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor):
+    """Exercise 1's signature: ``(x @ w_q, x @ w_k, x @ w_v)``; the grader supplies it to exercise 2."""
+    return x @ w_q, x @ w_k, x @ w_v  # (..., T, Dk), (..., T, Dk), (..., T, Dv)
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -25,6 +25,24 @@ def reference_key_padding_mask(context_lengths: torch.Tensor, tq: int, tk: int) 
     return keep.expand(-1, 1, tq, tk).contiguous()               # (B, 1, Tq, Tk)
 
 
+def key_padding_mask_problem(out, context_lengths: torch.Tensor, tq: int, tk: int, *, what: str,
+                             reveal_values: bool = True) -> str | None:
+    """``None`` if ``out`` is a right key-padding mask, else what is wrong.
+
+    Exercise 1 accepts either shape that broadcasts to ``(B, 1, Tq, Tk)``: ``(B, 1, 1, Tk)`` (the
+    same keys for every query, as chapter 01's ``padding_mask``) or ``(B, 1, Tq, Tk)``. The public
+    checks and the hidden tests both use this function, so they accept the same answers.
+    """
+    b = len(context_lengths)
+    want = reference_key_padding_mask(context_lengths, tq, tk)            # (B, 1, Tq, Tk)
+    if type(out) is torch.Tensor and tuple(out.shape) == (b, 1, 1, tk):
+        out = out.expand(b, 1, tq, tk)
+    elif type(out) is torch.Tensor and tuple(out.shape) != (b, 1, tq, tk):
+        return (f"{what} has shape {tuple(out.shape)}; expected (B, 1, 1, Tk) = {(b, 1, 1, tk)} "
+                f"or (B, 1, Tq, Tk) = {(b, 1, tq, tk)}")
+    return compare(out, want, what=what, reveal_values=reveal_values)
+
+
 def reference_cross_attention(x, context, w_q, w_k, w_v, context_lengths=None):
     """Single-head cross-attention: ``x: (B, Tq, C)``, ``context: (B, Tk, C_ctx)`` -> ``(B, Tq, Dv)``."""
     mask = None
@@ -57,25 +75,28 @@ def _xattn_inputs(b, tq, tk, c, c_ctx, d, dv, seed, dtype=torch.float32):
 
 
 # ------------------------------------------------------------------ key padding mask
-@case("cross_key_padding_mask", "shape (B, 1, Tq, Tk), dtype bool, True on real context tokens")
+@case("cross_key_padding_mask", "shape (B, 1, 1, Tk) or (B, 1, Tq, Tk), dtype bool, True on real context tokens")
 def _(fn):
     lengths = torch.tensor([4, 2])
-    return compare(fn(lengths, 3, 4), reference_key_padding_mask(lengths, 3, 4),
-                   what="key_padding_mask([4, 2], tq=3, tk=4)")
+    return key_padding_mask_problem(fn(lengths, 3, 4), lengths, 3, 4, what="key_padding_mask([4, 2], tq=3, tk=4)")
 
 
 @case("cross_key_padding_mask", "Tq ≠ Tk: whole columns are masked, the same for every query")
 def _(fn):
     lengths = torch.tensor([1, 5, 3])
-    return compare(fn(lengths, 2, 5), reference_key_padding_mask(lengths, 2, 5),
-                   what="key_padding_mask([1, 5, 3], tq=2, tk=5)")
+    return key_padding_mask_problem(fn(lengths, 2, 5), lengths, 2, 5, what="key_padding_mask([1, 5, 3], tq=2, tk=5)")
 
 
 @case("cross_key_padding_mask", "a context of length 0 masks every key")
 def _(fn):
     lengths = torch.tensor([0, 3])
-    return compare(fn(lengths, 4, 3), reference_key_padding_mask(lengths, 4, 3),
-                   what="key_padding_mask([0, 3], tq=4, tk=3)")
+    return key_padding_mask_problem(fn(lengths, 4, 3), lengths, 4, 3, what="key_padding_mask([0, 3], tq=4, tk=3)")
+
+
+@case("cross_key_padding_mask", "padded to more than the longest context: tk = 7 > max(lengths) = 5")
+def _(fn):
+    lengths = torch.tensor([5, 2])
+    return key_padding_mask_problem(fn(lengths, 3, 7), lengths, 3, 7, what="key_padding_mask([5, 2], tq=3, tk=7)")
 
 
 # ------------------------------------------------------------------- cross attention

@@ -170,3 +170,68 @@ def _(fn):
 def _(fn):
     return _int(fn(512, 8, n_kv_heads=2), attention_param_count(512, 8, 2),
                 what="mha_param_count(512, 8, n_kv_heads=2)")
+
+
+# ------------------------------------------------------------ causal_self_attention_module
+def gpt2_attention_state(c: int, seed: int, *, bias: bool = True, dtype=torch.float32) -> dict:
+    """Random GPT-2-named weights for a ``CausalSelfAttention(c, ...)``: ``c_attn`` (3C, C), ``c_proj`` (C, C)."""
+    g = _gen(seed)
+    s = 1.0 / math.sqrt(c)
+    state = {"c_attn.weight": torch.randn(3 * c, c, generator=g, dtype=torch.float64) * s,
+             "c_proj.weight": torch.randn(c, c, generator=g, dtype=torch.float64) * s}
+    if bias:
+        state["c_attn.bias"] = torch.randn(3 * c, generator=g, dtype=torch.float64) * 0.1
+        state["c_proj.bias"] = torch.randn(c, generator=g, dtype=torch.float64) * 0.1
+    return {k: v.to(dtype) for k, v in state.items()}
+
+
+def reference_causal_self_attention(x: torch.Tensor, n_heads: int, state: dict) -> torch.Tensor:
+    """GPT-2's attention from a state dict, in eval mode: ``x: (B, T, C) -> (B, T, C)``."""
+    c, t = x.shape[-1], x.shape[-2]
+    qkv = nn.functional.linear(x, state["c_attn.weight"], state.get("c_attn.bias"))   # (B, T, 3C)
+    q, k, v = (split_heads(z, n_heads) for z in qkv.split(c, dim=-1))              # (B, H, T, D)
+    out = attention(q, k, v, mask=causal_mask(t, t, device=x.device))              # (B, H, T, D)
+    return nn.functional.linear(merge_heads(out), state["c_proj.weight"], state.get("c_proj.bias"))
+
+
+def causal_module_problem(got, x, n_heads, state, *, what: str, reveal_values: bool = True) -> str | None:
+    """What is wrong with the dict returned by ``run_causal_self_attention`` (None if right)."""
+    if not isinstance(got, dict) or "y" not in got:
+        return f"{what}: run_causal_self_attention should return its dict unchanged (it is given code)"
+    return compare(got["y"], reference_causal_self_attention(x, n_heads, state), what=what,
+                   reveal_values=reveal_values)
+
+
+@case("causal_self_attention_module", "eval mode, 4 heads, x (2, 5, 16): matches GPT-2's attention")
+def _(fn):
+    x = torch.randn(2, 5, 16, generator=_gen(20))
+    state = gpt2_attention_state(16, 21)
+    return causal_module_problem(fn(x, 4, 8, state), x, 4, state, what="output for x of shape (2, 5, 16)")
+
+
+@case("causal_self_attention_module", "token i does not see the tokens after it")
+def _(fn):
+    x = torch.randn(1, 6, 8, generator=_gen(22))
+    state = gpt2_attention_state(8, 23)
+    a, b = fn(x, 2, 6, state)["y"], fn(torch.cat([x[:, :3], 100 * x[:, 3:]], dim=1), 2, 6, state)["y"]
+    return compare(b[:, :3], a[:, :3], what="outputs of tokens 0-2 after tokens 3-5 were changed")
+
+
+@case("causal_self_attention_module", "GPT-2 small's shape (768, 12 heads, 1024 positions): 2,362,368 parameters")
+def _(fn):
+    got = fn(torch.zeros(1, 2, 768), 12, 1024)
+    want = attention_param_count(768, 12, bias=True)
+    if got["n_params"] != want:
+        hint = ""
+        if got["n_params"] == want + 1024 * 1024:
+            hint = " (is the causal mask an nn.Parameter? make it a buffer)"
+        return f"your layer has {got['n_params']:,} parameters, expected {want:,}{hint}"
+    return None
+
+
+@case("causal_self_attention_module", "eval mode is deterministic even with dropout=0.5")
+def _(fn):
+    x = torch.randn(2, 4, 8, generator=_gen(24))
+    state = gpt2_attention_state(8, 25)
+    return causal_module_problem(fn(x, 2, 4, state, dropout=0.5, train=False), x, 2, state,
+                                 what="eval-mode output with dropout=0.5 (dropout must be off in eval mode)")

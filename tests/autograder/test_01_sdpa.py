@@ -4,6 +4,20 @@ Every call ``learner.<function>(...)`` runs the learner's code in the sandbox; e
 value is computed here, by the reference, and compared with ``expect`` (no hidden values in
 messages). Points: ``EXERCISES[id]["points"]`` is split over the exercise's tests in
 proportion to their ``points`` marker (default 1).
+
+Coverage (keep it true when tests change):
+- stable_softmax: shapes 1-D to 3-D incl. (1, 1); dim -1, 0 and 1; float32/float64 and
+  float16/bfloat16 (dtype kept); scores up to ±1e5 (overflow); an all -inf row and an all -inf
+  column (zeros); float64 gradient with a -inf entry; rule: torch/F/Tensor/special softmax.
+- causal_mask: Tq = Tk, Tq < Tk and Tq > Tk (rows before the first key all False), 1×1; bool
+  dtype; the last query sees every key (bottom-right).
+- padding_mask: t = max(lengths) and t > max(lengths), lengths 0 and full; shape (B, 1, 1, t),
+  bool; broadcasts against (B, H, Tq, T).
+- sdpa: no/extra batch dims, Tq = Tk and Tq != Tk both ways, D = 1..64, Dv != D; float32/64 and
+  float16/bfloat16 with a causal mask; masks: causal, padding (several layouts), random with a
+  fully masked row, and masked scores of magnitude 10-50 (masking after the softmax fails);
+  unmasked scores large enough to overflow a naive softmax; scale 1/sqrt(D); float64 gradients
+  for q, k, v with and without a mask. Graded with the reference softmax (``uses``).
 """
 from __future__ import annotations
 
@@ -20,14 +34,17 @@ EXERCISES = {
     "stable_softmax": {"function": "softmax", "points": 2},
     "causal_mask": {"function": "causal_mask", "points": 2},
     "padding_mask": {"function": "padding_mask", "points": 2},
-    "sdpa": {"function": "scaled_dot_product_attention", "points": 4, "from_scratch": True},
+    "sdpa": {"function": "scaled_dot_product_attention", "points": 4, "from_scratch": True,
+             "uses": {"softmax": "attncourse.core.stable_softmax"}},
 }
 
-# Run-time tripwires in the sandbox: calling one of these from the listed exercises fails the test.
+# Run-time tripwires in the sandbox (and the static check of the same names): calling one of
+# these from the listed exercises fails the test. The notebook states each on a "Not allowed" line.
+_TORCH_SOFTMAX = ["torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax"]
 _REF_SOFTMAX = ["attncourse.core.stable_softmax"]
 _REF_MASKS = ["attncourse.masks.causal_mask", "attncourse.masks.padding_mask", "attncourse.masks.materialize"]
 FORBIDDEN = {
-    **{name: ["stable_softmax", "sdpa"] for name in _REF_SOFTMAX},
+    **{name: ["stable_softmax", "sdpa"] for name in _REF_SOFTMAX + _TORCH_SOFTMAX},
     **{name: ["causal_mask", "padding_mask"] for name in _REF_MASKS},
     **{name: ["sdpa"] for name in SDPA_CALLS + ["attncourse.core.attention", "attncourse.core.masked_scores"]},
 }
@@ -74,7 +91,8 @@ def test_softmax_first_dim_fully_masked(learner):
     x = rand(5, 3, seed=4)
     x[:, 2] = float("-inf")
     out = learner.softmax(x, dim=0)
-    expect(out, stable_softmax(x, dim=0), what="softmax(x, dim=0) with an all -inf column")
+    expect(out, stable_softmax(x, dim=0), what="softmax(x, dim=0) with an all -inf column",
+           nan_hint="a slice that is all -inf must give zeros, and 0/0 is NaN: handle that case")
 
 
 @pytest.mark.exercise("stable_softmax")
@@ -100,7 +118,7 @@ def test_softmax_gradient(learner):
 
 
 # ============================================================================ causal_mask
-MASK_SIZES = [(1, 1), (4, 4), (9, 9), (5, 9), (3, 7), (1, 6), (17, 31), (6, 3), (2, 1)]
+MASK_SIZES = [(1, 1), (4, 4), (9, 9), (5, 9), (3, 7), (1, 6), (17, 31), (6, 3), (2, 1), (13, 5)]
 
 
 @pytest.mark.exercise("causal_mask")
@@ -114,6 +132,17 @@ def test_causal_mask_matches_reference(learner, tq, tk):
 
 @pytest.mark.exercise("causal_mask")
 @pytest.mark.points(2)
+@pytest.mark.parametrize("tq,tk", [(7, 3), (4, 1)], ids=str)
+def test_causal_mask_more_queries_than_keys(learner, tq, tk):
+    out = learner.causal_mask(tq, tk)
+    expect(out, ref_causal_mask(tq, tk), what=f"causal_mask({tq}, {tk})")
+    expect_true(not bool(out[: tq - tk].any()),
+                f"causal_mask({tq}, {tk}): the first tq - tk = {tq - tk} queries sit before the first key; "
+                "their rows must be all False")
+
+
+@pytest.mark.exercise("causal_mask")
+@pytest.mark.points(2)
 def test_causal_mask_last_query_sees_every_key(learner):
     out = learner.causal_mask(4, 10)
     expect(out, ref_causal_mask(4, 10), what="causal_mask(4, 10)")
@@ -121,7 +150,8 @@ def test_causal_mask_last_query_sees_every_key(learner):
 
 
 # ============================================================================ padding_mask
-PAD_CASES = [([3, 1, 4], 5), ([0, 2], 2), ([7], 7), ([1, 1, 1, 1], 1), ([5, 0, 13, 8, 2, 11], 13)]
+PAD_CASES = [([3, 1, 4], 5), ([0, 2], 2), ([7], 7), ([1, 1, 1, 1], 1), ([5, 0, 13, 8, 2, 11], 13),
+             ([3, 1, 4], 9), ([0, 2], 6), ([1], 97)]  # the last three: t > max(lengths)
 
 
 @pytest.mark.exercise("padding_mask")
@@ -217,6 +247,36 @@ def test_sdpa_fully_masked_rows_are_zero(learner):
     out = learner.scaled_dot_product_attention(q, k, v, mask=mask)
     expect(out, attention(q, k, v, mask=mask),
            what="attention output where some query rows have every key masked (those rows must be zeros)")
+
+
+def masked_high_scores(batch, tq, tk, d, dv, magnitude, seed):
+    """q, k, v and a mask whose **masked** keys have scores near ``magnitude`` (visible ones near 0).
+
+    Masking after the softmax (then renormalising) lets the visible weights underflow: at a gap
+    above ~104 float32 rounds e^-gap to 0 and the row becomes 0/0; below it the result is only
+    imprecise. Setting masked scores to -inf first is exact at any magnitude.
+    """
+    u = rand(d, seed=seed)
+    u = u / u.norm()
+    q = rand(*batch, tq, d, seed=seed + 1) * 0.3 + 3.0 * u                      # every query points along u
+    masked_key = torch.rand(*batch, 1, tk, generator=gen(seed + 2)) < 0.5       # (..., 1, Tk)
+    masked_key[..., 0] = False                                                  # every row keeps a key
+    k = rand(*batch, tk, d, seed=seed + 3) * 0.3
+    k = k + masked_key.transpose(-2, -1) * u * (magnitude * math.sqrt(d) / 3.0)  # q·k/sqrt(d) ≈ magnitude
+    v = rand(*batch, tk, dv, seed=seed + 4)
+    mask = (~masked_key).expand(*batch, tq, tk)
+    return q, k, v, mask
+
+
+@pytest.mark.exercise("sdpa")
+@pytest.mark.points(3)
+@pytest.mark.parametrize("magnitude", [30.0, 150.0], ids=lambda m: f"scores{m:g}")
+def test_sdpa_masked_keys_with_large_scores(learner, magnitude):
+    q, k, v, mask = masked_high_scores((2, 2), 6, 9, 8, 5, magnitude, seed=45)
+    out = learner.scaled_dot_product_attention(q, k, v, mask=mask)
+    want = attention(q.double(), k.double(), v.double(), mask=mask).float()
+    expect(out, want, what=f"attention output where the masked keys have scores near {magnitude:g} "
+                           "(set masked scores to -inf before the softmax, not after it)")
 
 
 @pytest.mark.exercise("sdpa")

@@ -5,6 +5,20 @@ value is computed here — by the reference (``attncourse.multihead.self_attenti
 formula written out entry by entry, or by PyTorch's FLOP counter — and compared with ``expect``
 (no hidden values in messages). Points: ``EXERCISES[id]["points"]`` is split over the
 exercise's tests in proportion to their ``points`` marker (default 1).
+
+Coverage (keep it true when tests change):
+- sa_qkv_projections: (T, C), (B, T, C) and two batch dims; T = 1, 97, 1025; C odd; Dk != Dv and
+  non-square weights (orientation x @ w); float32/64 and float16/bfloat16 (dtype kept); return
+  type a tuple of three tensors.
+- sa_self_attention: the shapes above, causal False/True (keyword and positional), the future
+  does not leak, permutation equivariance without a mask, scale 1/sqrt(Dk) with Dk != Dv != C,
+  float16/bfloat16 causal, causal scores of magnitude ~30 and ~150 (a mask applied after the
+  softmax fails), float64 gradients for x and the three weights. Graded with the reference
+  ``qkv_projections`` (``uses``).
+- sa_attention_flops: n from 1 to 131072, d_v default and given (keyword and positional), against
+  torch's FLOP counter, quadratic growth; return type exactly ``int`` (not float, not bool).
+- sa_sinusoidal_positions: n, d from 1 to 129 incl. odd d, other bases, n = 2048 and n = 8192
+  (float32 angles fail the float32 tolerance there), position 0; float32 result.
 """
 from __future__ import annotations
 
@@ -21,14 +35,16 @@ from attncourse.positions import sinusoidal_positions
 
 EXERCISES = {
     "sa_qkv_projections": {"function": "qkv_projections", "points": 2},
-    "sa_self_attention": {"function": "self_attention", "points": 4, "from_scratch": True},
+    "sa_self_attention": {"function": "self_attention", "points": 4, "from_scratch": True,
+                          "uses": {"qkv_projections": "attncourse.checks.ch02_self_attention.reference_qkv_projections"}},
     "sa_attention_flops": {"function": "attention_flops", "points": 2},
     "sa_sinusoidal_positions": {"function": "sinusoidal_positions", "points": 2},
 }
 
 # Run-time tripwires in the sandbox: calling one of these from sa_self_attention fails the test.
 _REFERENCE = ["attncourse.core.attention", "attncourse.core.masked_scores", "attncourse.core.stable_softmax",
-              "attncourse.multihead.self_attention", "attncourse.masks.causal_mask", "attncourse.masks.materialize"]
+              "attncourse.multihead.self_attention", "attncourse.masks.causal_mask", "attncourse.masks.materialize",
+              "torch.nn.modules.activation.MultiheadAttention.forward"]
 FORBIDDEN = {
     **{name: ["sa_self_attention"] for name in SDPA_CALLS + _REFERENCE},
     "attncourse.bench.attention_flops": ["sa_attention_flops"],
@@ -182,6 +198,29 @@ def test_self_attention_scale_uses_dk(learner):
 
 
 @pytest.mark.exercise("sa_self_attention")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("magnitude", [30.0, 150.0], ids=lambda m: f"scores{m:g}")
+def test_self_attention_causal_large_future_scores(learner, magnitude):
+    # The future keys get the largest scores: a mask applied after the softmax (then renormalised)
+    # underflows; -inf before the softmax is exact. Weights make q·k/sqrt(Dk) grow with the key index.
+    t, c, dk = 7, 4, 4
+    x = torch.zeros(2, t, c, dtype=torch.float64)
+    x[..., 0] = 1.0
+    x[..., 1] = torch.arange(t, dtype=torch.float64) / (t - 1)           # token position as a feature
+    x[..., 2:] = rand(2, t, c - 2, seed=80, dtype=torch.float64) * 0.1
+    x = x.float()
+    w_q = torch.zeros(c, dk)
+    w_q[0, 0] = 1.0
+    w_k = torch.zeros(c, dk)
+    w_k[1, 0] = magnitude * math.sqrt(dk)                                   # score(i, j) ≈ magnitude · j / (T-1)
+    w_v = rand(c, 3, seed=81)
+    out = learner.self_attention(x, w_q, w_k, w_v, causal=True)
+    want = ref_self_attention(x.double(), w_q.double(), w_k.double(), w_v.double(), causal=True).float()
+    expect(out, want, what=f"causal self_attention where future keys score up to {magnitude:g} "
+                           "(mask with -inf before the softmax)")
+
+
+@pytest.mark.exercise("sa_self_attention")
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_self_attention_low_precision_keeps_dtype(learner, dtype):
     x = rand(2, 7, 16, seed=60, dtype=dtype)
@@ -210,9 +249,10 @@ def test_self_attention_gradients(learner, causal):
 
 # ============================================================================ sa_attention_flops
 def expect_count(got, n, c, dk, dv, call, want=None):
-    if isinstance(got, Foreign) or isinstance(got, bool) or not isinstance(got, (int, float)):
-        what = got.description if isinstance(got, Foreign) else type(got).__name__
-        raise Mismatch(f"{call} should return an int, but it returned {what}")
+    if type(got) is not int:  # the spec says a Python int: a float (or a tensor, or a bool) is wrong
+        what = got.description if isinstance(got, Foreign) else f"a {type(got).__name__}"
+        raise Mismatch(f"{call} should return a Python int, but it returned {what}"
+                       + (" (use integer arithmetic, or int(...))" if type(got) is float else ""))
     want = attention_flops(n, c, dk, dv) if want is None else want
     if got == want:
         return
@@ -301,6 +341,15 @@ def test_sinusoidal_long(learner):
     # float32 angles lose about p·6e-8 radians at position p; allow for that, not for a wrong formula.
     expect(learner.sinusoidal_positions(2048, 128), sinusoidal_positions(2048, 128), atol=5e-4, rtol=0.0,
            what="sinusoidal_positions(2048, 128)")
+
+
+@pytest.mark.exercise("sa_sinusoidal_positions")
+@pytest.mark.points(2)
+def test_sinusoidal_thousands_of_positions_float64_angles(learner):
+    # The spec asks for float64 angles: at p ~ 8000, float32 angles are off by ~5e-4 rad, far
+    # outside the float32 tolerance of the result; float64 angles rounded once are exact.
+    expect(learner.sinusoidal_positions(8192, 16), sinusoidal_positions(8192, 16),
+           what="sinusoidal_positions(8192, 16) (compute the angles in float64)")
 
 
 @pytest.mark.exercise("sa_sinusoidal_positions")

@@ -5,6 +5,21 @@ value is computed here from the references in ``attncourse.checks.ch03_cross_att
 on ``attncourse.attention`` and ``attncourse.masks``) and compared with ``expect`` (no hidden
 values in messages). Points: ``EXERCISES[id]["points"]`` is split over the exercise's tests in
 proportion to their ``points`` marker (default 1).
+
+Coverage (keep it true when tests change):
+- cross_key_padding_mask: B = 1..6, Tq < Tk, Tq > Tk and Tq = Tk, tk = max(lengths) and
+  tk > max(lengths), lengths 0 and full, int32 lengths; shape (B, 1, 1, Tk) or (B, 1, Tq, Tk)
+  (both accepted, as the spec says), bool; broadcasts over heads.
+- cross_attention: Tq != Tk both ways, C != C_ctx, D != Dv, D from 1 to 64; float32/64 and
+  float16/bfloat16 with lengths; lengths with max < tk and = tk, length-0 contexts (zeros);
+  padded keys holding values of size 1000 (masked scores far larger than visible ones: a mask
+  applied after the softmax fails); square but not causal; scale 1/sqrt(D); large unmasked
+  scores; float64 gradients. Graded with the reference ``key_padding_mask`` (``uses``).
+- cross_decoder_layer: shapes with Tt != Ts, C != C_mem, float32/64, memory_lengths, causality
+  of the self-attention, both residuals, padded memory without influence, float64 gradients.
+  Graded with the reference ``cross_attention`` and ``key_padding_mask`` (``uses``).
+- cross_attention_alignment: 3-D and 4-D maps, lengths None and given (rows i >= n_b ignored),
+  perfect, diagonal and random maps incl. 97 × 97; result a 0-dim float32 tensor.
 """
 from __future__ import annotations
 
@@ -14,14 +29,18 @@ import pytest
 import torch
 
 from attncourse.checks.ch03_cross_attention import (
-    reference_alignment, reference_cross_attention, reference_decoder_layer, reference_key_padding_mask,
+    key_padding_mask_problem, reference_alignment, reference_cross_attention, reference_decoder_layer,
+    reference_key_padding_mask,
 )
-from attncourse.grading.testkit import LOW_PRECISION, dname, expect, expect_true, gen, rand
+from attncourse.grading.testkit import LOW_PRECISION, Foreign, Mismatch, dname, expect, expect_true, gen, rand
 
 EXERCISES = {
     "cross_key_padding_mask": {"function": "key_padding_mask", "points": 2},
-    "cross_attention": {"function": "cross_attention", "points": 4, "from_scratch": True},
-    "cross_decoder_layer": {"function": "decoder_layer", "points": 3, "from_scratch": True},
+    "cross_attention": {"function": "cross_attention", "points": 4, "from_scratch": True,
+                        "uses": {"key_padding_mask": "attncourse.checks.ch03_cross_attention.reference_key_padding_mask"}},
+    "cross_decoder_layer": {"function": "decoder_layer", "points": 3, "from_scratch": True,
+                            "uses": {"key_padding_mask": "attncourse.checks.ch03_cross_attention.reference_key_padding_mask",
+                                     "cross_attention": "attncourse.checks.ch03_cross_attention.reference_cross_attention"}},
     "cross_attention_alignment": {"function": "cross_attention_alignment", "points": 2},
 }
 
@@ -45,10 +64,19 @@ FORBIDDEN = {
 
 
 # ============================================================================ key_padding_mask
-PAD_CASES = [  # (lengths, tq, tk)
+PAD_CASES = [  # (lengths, tq, tk); the last three pad beyond the longest context (tk > max)
     ([3, 1, 4], 2, 4), ([0, 2], 3, 2), ([7], 1, 7), ([1, 1, 1], 5, 1), ([5, 0, 13, 8, 2, 11], 4, 13),
-    ([97, 40, 1], 9, 97), ([2, 6], 6, 6),
+    ([97, 40, 1], 9, 97), ([2, 6], 6, 6), ([3, 1, 4], 2, 9), ([0, 2], 5, 6), ([1], 3, 97),
 ]
+
+
+def expect_kpm(out, lengths, tq, tk, what):
+    """(B, 1, 1, Tk) and (B, 1, Tq, Tk) are both right (the spec allows either)."""
+    if isinstance(out, Foreign):
+        raise Mismatch(f"{what} should be a torch.Tensor, but your function returned {out.description}")
+    msg = key_padding_mask_problem(out, lengths, tq, tk, what=what, reveal_values=False)
+    if msg is not None:
+        raise Mismatch(msg)
 
 
 @pytest.mark.exercise("cross_key_padding_mask")
@@ -56,8 +84,7 @@ PAD_CASES = [  # (lengths, tq, tk)
 def test_key_padding_mask_matches_reference(learner, lengths, tq, tk):
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     out = learner.key_padding_mask(lengths_t, tq, tk)
-    expect(out, reference_key_padding_mask(lengths_t, tq, tk),
-           what=f"key_padding_mask(lengths of {len(lengths)} sequences, tq={tq}, tk={tk})")
+    expect_kpm(out, lengths_t, tq, tk, what=f"key_padding_mask(lengths of {len(lengths)} sequences, tq={tq}, tk={tk})")
 
 
 @pytest.mark.exercise("cross_key_padding_mask")
@@ -65,16 +92,15 @@ def test_key_padding_mask_matches_reference(learner, lengths, tq, tk):
 def test_key_padding_mask_columns_not_rows(learner):
     lengths = torch.tensor([2, 5, 3])
     out = learner.key_padding_mask(lengths, 7, 5)
-    expect(out, reference_key_padding_mask(lengths, 7, 5),
-           what="key_padding_mask(lengths of 3 sequences, tq=7, tk=5): mask keys (columns) for every query")
+    expect_kpm(out, lengths, 7, 5,
+               what="key_padding_mask(lengths of 3 sequences, tq=7, tk=5): mask keys (columns) for every query")
 
 
 @pytest.mark.exercise("cross_key_padding_mask")
 def test_key_padding_mask_int32_lengths(learner):
     lengths = torch.tensor([4, 1, 0], dtype=torch.int32)
     out = learner.key_padding_mask(lengths, 3, 4)
-    expect(out, reference_key_padding_mask(lengths.long(), 3, 4),
-           what="key_padding_mask(int32 lengths of 3 sequences, tq=3, tk=4)")
+    expect_kpm(out, lengths.long(), 3, 4, what="key_padding_mask(int32 lengths of 3 sequences, tq=3, tk=4)")
 
 
 @pytest.mark.exercise("cross_key_padding_mask")
@@ -82,10 +108,10 @@ def test_key_padding_mask_int32_lengths(learner):
 def test_key_padding_mask_broadcasts_over_heads(learner):
     lengths = torch.tensor([3, 6])
     out = learner.key_padding_mask(lengths, 4, 6)
-    expect(out, reference_key_padding_mask(lengths, 4, 6), what="key_padding_mask(lengths of 2 sequences, tq=4, tk=6)")
+    expect_kpm(out, lengths, 4, 6, what="key_padding_mask(lengths of 2 sequences, tq=4, tk=6)")
     scores_shape = (2, 3, 4, 6)
     expect_true(torch.broadcast_shapes(out.shape, scores_shape) == scores_shape,
-                "key_padding_mask must have shape (B, 1, Tq, Tk) so it broadcasts over heads")
+                "key_padding_mask must broadcast over heads: shape (B, 1, 1, Tk) or (B, 1, Tq, Tk)")
 
 
 # ============================================================================ cross_attention
@@ -134,6 +160,18 @@ def test_cross_attention_with_lengths(learner, case):
     lengths = _lengths(case[0], case[2], seed=21)
     out = learner.cross_attention(*args, context_lengths=lengths)
     expect(out, reference_cross_attention(*args, context_lengths=lengths), what=_describe(case, torch.float32, lengths))
+
+
+@pytest.mark.exercise("cross_attention")
+@pytest.mark.points(2)
+def test_cross_attention_padded_beyond_longest_context(learner):
+    # tk = 11 > max(lengths) = 7: padding exists in every sequence, also in the longest one.
+    case = (3, 4, 11, 8, 6, 4, 5)
+    args = _xattn_inputs(*case, seed=25)
+    lengths = torch.tensor([7, 2, 5])
+    out = learner.cross_attention(*args, context_lengths=lengths)
+    expect(out, reference_cross_attention(*args, context_lengths=lengths),
+           what="cross_attention output with contexts of lengths 7, 2, 5 padded to tk = 11")
 
 
 @pytest.mark.exercise("cross_attention")

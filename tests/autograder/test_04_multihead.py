@@ -4,6 +4,25 @@ Every call ``learner.<function>(...)`` runs the learner's code in the sandbox; e
 value is computed here, by the reference, and compared with ``expect`` (no hidden values in
 messages). Points: ``EXERCISES[id]["points"]`` is split over the exercise's tests in
 proportion to their ``points`` marker (default 1).
+
+Coverage (keep it true when tests change):
+- split_heads: B, T, C, H from 1 to 97 incl. one token, one head and H = C; float16/bfloat16/
+  float64/int64 kept; consecutive channels per head; token order; non-contiguous inputs
+  (transposed, sliced); float64 gradient.
+- merge_heads: the same grid in reverse; dtypes kept; undoes split_heads; tokens kept together
+  (transpose before reshape); non-contiguous input; float64 gradient.
+- multi_head_attention: H = 1 to C, T = 1 to 97, causal False/True; float32/64 and
+  float16/bfloat16 with and without the causal mask; scale 1/sqrt(C/H); agreement with
+  torch.nn.MultiheadAttention; large scores; heads independent; float64 gradients. Graded with
+  the reference split_heads/merge_heads (``uses``).
+- mha_param_count: widths 1 to 4096, H = 1 to 64, n_kv_heads None/1/H/between, bias False/True,
+  torch's own count; return type exactly ``int``.
+- causal_self_attention_module: GPT-2 names and shapes (state dict loads), eval output vs the
+  reference for T = 1 .. block_size, H = 1 and several, bias True/False, float32/64 and bfloat16;
+  causality; GPT-2 small's parameter count and independence of block_size (mask not a
+  parameter); eval deterministic with dropout; dropout on the attention weights in training
+  (p = 1 leaves only c_proj's bias) and off at p = 0. Graded with the reference
+  split_heads/merge_heads (``uses``).
 """
 from __future__ import annotations
 
@@ -14,15 +33,21 @@ import torch
 from torch import nn
 
 from attncourse.core import attention
-from attncourse.grading.testkit import Foreign, dname, expect, expect_true, gen, rand
+from attncourse.grading.testkit import Foreign, Mismatch, dname, expect, expect_true, forbid, gen, rand
 from attncourse.masks import causal_mask
+from attncourse.checks.ch04_multihead import gpt2_attention_state, reference_causal_self_attention
 from attncourse.multihead import attention_param_count, merge_heads, split_heads
 
 EXERCISES = {
     "split_heads": {"function": "split_heads", "points": 2},
     "merge_heads": {"function": "merge_heads", "points": 2},
-    "multi_head_attention": {"function": "multi_head_attention", "points": 4, "from_scratch": True},
-    "mha_param_count": {"function": "mha_param_count", "points": 2, "from_scratch": True},
+    "multi_head_attention": {"function": "multi_head_attention", "points": 4, "from_scratch": True,
+                             "uses": {"split_heads": "attncourse.multihead.split_heads",
+                                      "merge_heads": "attncourse.multihead.merge_heads"}},
+    "mha_param_count": {"function": "mha_param_count", "points": 2},
+    "causal_self_attention_module": {"function": "run_causal_self_attention", "points": 3,
+                                     "uses": {"split_heads": "attncourse.multihead.split_heads",
+                                              "merge_heads": "attncourse.multihead.merge_heads"}},
 }
 
 # Run-time tripwires in the sandbox: calling one of these from the listed exercises fails the test.
@@ -35,11 +60,12 @@ _TORCH_MHA = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.
               "torch.nn.modules.activation.MultiheadAttention.forward"]
 _COUNTERS = ["attncourse.multihead.attention_param_count", "attncourse.multihead.param_count",
              "torch.nn.modules.activation.MultiheadAttention.__init__"]
-FORBIDDEN = {
-    **{name: ["split_heads", "merge_heads", "multi_head_attention"] for name in _REF_RESHAPE},
-    **{name: ["multi_head_attention"] for name in _REF_ATTENTION + _TORCH_MHA},
-    **{name: ["mha_param_count"] for name in _COUNTERS},
-}
+FORBIDDEN = forbid(
+    (_REF_RESHAPE, ["split_heads", "merge_heads", "multi_head_attention"]),
+    (_REF_ATTENTION + _TORCH_MHA, ["multi_head_attention"]),
+    (_COUNTERS, ["mha_param_count"]),
+    (_TORCH_MHA[2:], ["causal_self_attention_module"]),
+)
 
 
 
@@ -255,6 +281,17 @@ def test_mha_heads_are_independent(learner):
 
 
 @pytest.mark.exercise("multi_head_attention")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dname)
+def test_mha_low_precision_keeps_dtype(learner, dtype, causal):
+    x, ws = _mha_inputs(2, 7, 16, seed=90)
+    out = learner.multi_head_attention(x.to(dtype), *(w.to(dtype) for w in ws), 4, causal)
+    want = ref_mha(x.to(dtype).float(), *(w.to(dtype).float() for w in ws), 4, causal=causal).to(dtype)
+    expect(out, want, what=f"multi_head_attention output for {dname(dtype)} inputs, 4 heads, "
+                           f"causal={causal} (the result keeps the dtype of x)")
+
+
+@pytest.mark.exercise("multi_head_attention")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_mha_gradients(learner, causal):
@@ -321,3 +358,109 @@ def test_param_count_matches_torch(learner, bias):
 def test_param_count_default_arguments(learner):
     expect_int(learner.mha_param_count(128, 4), attention_param_count(128, 4),
                what="mha_param_count(128, 4) with the default n_kv_heads=None, bias=False")
+
+
+# ============================================================================ causal_self_attention_module
+MODULE_CASES = [  # (B, T, C, H, block_size)
+    (1, 1, 8, 2, 1), (2, 5, 16, 4, 8), (3, 7, 12, 1, 7), (1, 13, 24, 6, 32), (2, 9, 10, 5, 16),
+]
+
+
+def _modid(case):
+    return "B{}T{}C{}H{}blk{}".format(*case)
+
+
+def expect_module(got, x, n_heads, state, what, **tol):
+    if isinstance(got, Foreign) or not isinstance(got, dict) or "y" not in got:
+        kind = got.description if isinstance(got, Foreign) else type(got).__name__
+        raise Mismatch(f"run_causal_self_attention should return its dict unchanged (it is given code); got {kind}")
+    expect(got["y"], reference_causal_self_attention(x, n_heads, state).to(x.dtype), what=what, **tol)
+    return got
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
+@pytest.mark.parametrize("case", MODULE_CASES, ids=_modid)
+def test_module_matches_gpt2_attention(learner, case, dtype):
+    b, t, c, h, block = case
+    x = rand(b, t, c, seed=100, dtype=dtype)
+    state = gpt2_attention_state(c, 101, dtype=dtype)
+    got = learner.run_causal_self_attention(x, h, block, state)
+    expect_module(got, x, h, state, what=f"eval output for x {(b, t, c)}, {h} heads, block_size {block}, {dname(dtype)}")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.points(2)
+def test_module_without_bias(learner):
+    x = rand(2, 6, 12, seed=102)
+    state = gpt2_attention_state(12, 103, bias=False)
+    got = learner.run_causal_self_attention(x, 3, 8, state, False)
+    expect_module(got, x, 3, state, what="eval output with bias=False (c_attn and c_proj have no bias)")
+    expect_true(got["n_params"] == 4 * 12 * 12, "with bias=False the layer must have exactly 4·C² parameters")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+def test_module_low_precision(learner):
+    x = rand(2, 5, 16, seed=104)
+    state = gpt2_attention_state(16, 105)
+    xb = x.to(torch.bfloat16)
+    sb = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    got = learner.run_causal_self_attention(xb, 4, 8, sb)
+    want = reference_causal_self_attention(xb.float(), 4, {k: v.float() for k, v in sb.items()}).to(torch.bfloat16)
+    if isinstance(got, dict) and "y" in got:
+        expect(got["y"], want, what="eval output for bfloat16 x and weights (keep the dtype of x)")
+    else:
+        expect_module(got, xb, 4, sb, what="bfloat16 output")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.points(2)
+def test_module_is_causal(learner):
+    x = rand(2, 8, 12, seed=106)
+    state = gpt2_attention_state(12, 107)
+    changed = x.clone()
+    changed[:, 5:] = rand(2, 3, 12, seed=108, scale=50.0)
+    a = expect_module(learner.run_causal_self_attention(x, 3, 8, state), x, 3, state, what="eval output (T = 8)")
+    b = learner.run_causal_self_attention(changed, 3, 8, state)
+    expect_true(isinstance(b, dict) and "y" in b, "run_causal_self_attention should return its dict unchanged")
+    expect(b["y"][:, :5], a["y"][:, :5], what="outputs of tokens 0-4 after tokens 5-7 were changed "
+                                            "(a token must not see the tokens after it)")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("bias", [True, False])
+def test_module_gpt2_small_parameter_count(learner, bias):
+    want = attention_param_count(768, 12, bias=bias)
+    for block in (1024, 64):
+        got = learner.run_causal_self_attention(torch.zeros(1, 2, 768), 12, block, None, bias)
+        expect_true(isinstance(got, dict) and "n_params" in got,
+                    "run_causal_self_attention should return its dict unchanged (it is given code)")
+        expect_true(got["n_params"] == want,
+                    f"CausalSelfAttention(768, 12, {block}, bias={bias}) should have {want:,} parameters "
+                    f"(4·C² weights{' + 4·C biases' if bias else ''}; the causal mask is a buffer, not a parameter)")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.points(2)
+def test_module_eval_mode_ignores_dropout(learner):
+    x = rand(2, 6, 16, seed=110)
+    state = gpt2_attention_state(16, 111)
+    got = learner.run_causal_self_attention(x, 4, 8, state, True, 0.5, False)
+    expect_module(got, x, 4, state, what="eval-mode output with dropout=0.5 (dropout is off in eval mode)")
+
+
+@pytest.mark.exercise("causal_self_attention_module")
+@pytest.mark.points(2)
+def test_module_dropout_acts_on_attention_weights(learner):
+    x = rand(2, 5, 8, seed=112)
+    state = gpt2_attention_state(8, 113)
+    # Training with p = 1 drops every attention weight: the heads output 0 and c_proj returns its
+    # bias. Dropout on the layer's output would return 0 instead; no dropout, the eval output.
+    got = learner.run_causal_self_attention(x, 2, 8, state, True, 1.0, True)
+    expect_true(isinstance(got, dict) and "y" in got, "run_causal_self_attention should return its dict unchanged")
+    expect(got["y"], state["c_proj.bias"].expand(2, 5, 8),
+           what="training-mode output with dropout=1.0 (dropout acts on the attention weights, so only "
+                "c_proj's bias is left)")
+    same = learner.run_causal_self_attention(x, 2, 8, state, True, 0.0, True)
+    expect_module(same, x, 2, state, what="training-mode output with dropout=0.0 (the same as eval mode)")

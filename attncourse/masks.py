@@ -6,6 +6,7 @@ whether query ``q_idx`` may attend to key ``kv_idx``. Variants compose instead o
 
     sliding window (causal) = and_masks(causal(offset), window(W, offset))
     Longformer              = or_masks(sliding window, global tokens)
+    attention sinks         = and_masks(causal(offset), or_masks(window(W, offset), sinks(n)))
 
 :func:`materialize` turns a mask_mod into a bool tensor ``(B, H, Tq, Tk)``; the convenience
 builders (:func:`causal_mask`, :func:`sliding_window_mask`, :func:`padding_mask`) are thin
@@ -30,9 +31,9 @@ import torch
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
-    "MaskMod", "causal", "sliding_window", "padding", "prefix_lm", "document", "full",
+    "MaskMod", "causal", "sliding_window", "sinks", "padding", "prefix_lm", "document", "full",
     "and_masks", "or_masks", "not_mask", "materialize",
-    "causal_mask", "sliding_window_mask", "padding_mask",
+    "causal_mask", "sliding_window_mask", "streaming_mask", "padding_mask",
 ]
 
 
@@ -65,6 +66,21 @@ def sliding_window(window: int, *, causal: bool = True, offset: int = 0) -> Mask
     def mod(b, h, q_idx, kv_idx):
         d = q_idx + offset - kv_idx
         return (d >= 0) & (d < window) if causal else d.abs() < window
+    return mod
+
+
+def sinks(n: int) -> MaskMod:
+    """The first ``n`` keys (attention sinks, StreamingLLM): every query may see them.
+
+    Meant for ``or_masks`` with a window, inside ``and_masks`` with :func:`causal` so that a
+    query never sees a sink that lies in its future (see :func:`streaming_mask`). ``n = 0``
+    allows nothing. (The same predicate as :func:`prefix_lm`; the name says what it is for.)
+    """
+    if int(n) != n or n < 0:
+        raise ValueError(f"the number of sink tokens must be a non-negative integer, got {n!r}")
+
+    def mod(b, h, q_idx, kv_idx):
+        return kv_idx < n
     return mod
 
 
@@ -151,6 +167,18 @@ def sliding_window_mask(tq: int, tk: int | None, window: int, causal: bool = Tru
     """Sliding-window mask ``(Tq, Tk)``: causal ``0 <= i - j < W``, else ``|i - j| < W``."""
     tk = tq if tk is None else tk
     mod = sliding_window(window, causal=causal, offset=tk - tq)
+    return materialize(mod, 1, 1, tq, tk, device=device)[0, 0]
+
+
+def streaming_mask(tq: int, tk: int | None, window: int, n_sinks: int, *, device=None) -> torch.Tensor:
+    """Causal window plus attention sinks ``(Tq, Tk)``: ``0 <= i - j < W``, or ``j < n_sinks`` and ``j <= i``.
+
+    StreamingLLM's pattern: the last ``W`` keys and the first ``n_sinks`` keys, never a future
+    key (bottom-right alignment: query ``i`` sits at position ``Tk - Tq + i``).
+    """
+    tk = tq if tk is None else tk
+    offset = tk - tq
+    mod = and_masks(causal(offset), or_masks(sliding_window(window, offset=offset), sinks(n_sinks)))
     return materialize(mod, 1, 1, tq, tk, device=device)[0, 0]
 
 

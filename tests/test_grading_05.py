@@ -1,0 +1,99 @@
+"""Chapter 05's hidden tests take points for the classic sliding-window mistakes, and only from the
+exercise that makes them: two mutated copies of the solution are graded with the real grader.
+
+Mutant A: the causal window written as |i - j| < W, a blocked attention whose blocks forget the keys
+of the previous block, and a receptive field of L·W. Mutant B: top-left alignment of the mask and a
+dense attention that builds the full (Tq, Tk) scores. ``streaming_mask`` and
+``sliding_window_attention`` call ``window_mask``: the grader supplies the reference for it, so a
+wrong mask costs only exercise 1.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from attncourse.grading.grader import grade_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "05_sliding_window.ipynb"
+
+ABS_WINDOW = """
+p = torch.arange(tq).view(-1, 1) + (tk - tq)
+d = p - torch.arange(tk).view(1, -1)
+return d.abs() < window
+"""
+TOP_LEFT = """
+d = torch.arange(tq).view(-1, 1) - torch.arange(tk).view(1, -1)
+return (d >= 0) & (d < window) if causal else d.abs() < window
+"""
+FORGETS_PREVIOUS_BLOCK = """
+tq, tk = q.shape[-2], k.shape[-2]
+outs = []
+for i0 in range(0, tq, block):
+    i1 = min(i0 + block, tq)
+    hi, lo = i1 + tk - tq, max(i0 + tk - tq, 0)          # the block's own keys only
+    if hi <= 0:
+        outs.append(q.new_zeros(*q.shape[:-2], i1 - i0, v.shape[-1]))
+        continue
+    s = q[..., i0:i1, :] @ k[..., lo:hi, :].transpose(-2, -1) / math.sqrt(q.shape[-1])
+    keep = window_mask(i1 - i0, hi - lo, window)
+    w = torch.where(keep.any(-1, keepdim=True), torch.softmax(s.masked_fill(~keep, float("-inf")), -1), 0.0)
+    outs.append(w @ v[..., lo:hi, :])
+return torch.cat(outs, dim=-2)
+"""
+DENSE = """
+keep = window_mask(q.shape[-2], k.shape[-2], window)   # (Tq, Tk): O(T²)
+s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~keep, float("-inf"))
+return torch.where(keep.any(-1, keepdim=True), torch.softmax(s, -1), 0.0) @ v
+"""
+L_TIMES_W = """
+return layers * window if causal else 2 * layers * window
+"""
+
+MUTANTS = {  # name: {exercise id: replacement of its solution region}
+    "abs_window+forgets_block+LW": {"window_mask": ABS_WINDOW, "sliding_window_attention": FORGETS_PREVIOUS_BLOCK,
+                                    "receptive_field": L_TIMES_W},
+    "top_left+dense": {"window_mask": TOP_LEFT, "sliding_window_attention": DENSE},
+}
+MAX_KEPT = {"window_mask": 0.6, "sliding_window_attention": 0.75, "receptive_field": 0.5}  # share of points kept
+
+
+def mutate(changes: dict[str, str], out: Path) -> Path:
+    nb = json.loads(SOLUTION.read_text())
+    for cell in nb["cells"]:
+        ex = cell.get("metadata", {}).get("attncourse", {}).get("id")
+        if ex in changes:
+            src = "".join(cell["source"])
+            a, b = src.index("# BEGIN SOLUTION"), src.index("# END SOLUTION")
+            indent = src[src.rfind("\n", 0, a) + 1:a]
+            body = textwrap.indent(textwrap.dedent(changes[ex]).strip("\n"), indent)
+            cell["source"] = (src[:a] + "# BEGIN SOLUTION\n" + body + "\n" + indent + src[b:]).splitlines(True)
+    out.write_text(json.dumps(nb))
+    return out
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mutants05")
+    paths = [mutate(changes, tmp / f"{i}.ipynb") for i, changes in enumerate(MUTANTS.values())]
+    results = grade_paths(paths, tests_dir=ROOT / "tests" / "autograder", jobs=2)
+    return {name: r for name, r in zip(MUTANTS, results)}
+
+
+@pytest.mark.parametrize("name", list(MUTANTS))
+def test_mistakes_lose_points_and_nothing_else_does(graded, name):
+    result = graded[name]
+    assert result.status == "graded", result.error
+    for ex in result.exercises:
+        if ex.id in MUTANTS[name]:
+            assert ex.score <= MAX_KEPT[ex.id] * ex.max_score, f"{name}: {ex.id} kept {ex.score}/{ex.max_score}"
+        else:
+            assert ex.score == ex.max_score, f"{name}: {ex.id} lost points ({ex.score}/{ex.max_score})"
+
+
+def test_dense_attention_fails_the_memory_and_unread_keys_tests(graded):
+    failed = {t.name.split("[")[0] for t in graded["top_left+dense"].tests if t.status != "passed"}
+    assert {"test_swa_long_sequence_without_t_squared_memory", "test_swa_never_reads_keys_no_query_can_see"} <= failed

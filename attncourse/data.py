@@ -22,7 +22,7 @@ import torch
 __all__ = [
     "IGNORE", "PAD", "BOS", "EOS", "N_SPECIAL", "LMBatch", "Seq2SeqBatch",
     "associative_recall", "associative_recall_vocab", "associative_recall_pairs",
-    "associative_recall_pairs_vocab", "copying", "induction", "reversal",
+    "associative_recall_pairs_vocab", "copying", "induction", "lookback", "lookback_vocab", "reversal",
     "reversal_vocab", "reversal_alignment",
 ]
 
@@ -180,6 +180,36 @@ def induction(batch_size: int, length: int, vocab_size: int = 32, *, seed: int |
     scored = torch.zeros_like(s, dtype=torch.bool)
     scored[:, length + 1:] = True
     return _lm(s, scored)
+
+
+def lookback_vocab(vocab_size: int, n_lags: int) -> int:
+    """Vocabulary size of :func:`lookback`: the inputs, then one answer token per tuple of looked-up inputs."""
+    return vocab_size + vocab_size ** n_lags
+
+
+def lookback(batch_size: int, length: int, lags=(1, 3, 5), vocab_size: int = 4, *, seed: int | None = None,
+             generator: torch.Generator | None = None) -> LMBatch:
+    """Random tokens; at each position predict the tuple of the tokens ``lags`` positions back.
+
+    Inputs are tokens ``0..vocab_size-1``; ``LMBatch(x, y)`` has shape ``(B, length)``: for
+    ``t >= max(lags)`` the target of position ``t`` is the answer token
+    ``vocab_size + sum_i x[t - lags[i]] · vocab_size^(n-1-i)`` (one token per ordered tuple), earlier
+    positions are ``IGNORE``. Every scored position needs ``len(lags)`` lookups at fixed offsets
+    (used by chapter 09 to compare numbers of key/value heads).
+    """
+    lags = tuple(int(lag) for lag in lags)
+    _check(batch_size=batch_size, length=length, vocab_size=vocab_size)
+    if not lags or min(lags) < 1 or max(lags) >= length:
+        raise ValueError(f"lags must be in 1..length-1={length - 1}, got {lags}")
+    g = _generator(seed, generator)
+    x = torch.randint(0, vocab_size, (batch_size, length), generator=g)                # (B, T)
+    m = max(lags)
+    answer = torch.zeros_like(x[:, m:])                                                 # (B, T - m)
+    for lag in lags:
+        answer = answer * vocab_size + x[:, m - lag:length - lag]
+    y = torch.full_like(x, IGNORE)
+    y[:, m:] = vocab_size + answer
+    return LMBatch(x, y)
 
 
 # --------------------------------------------------------------- reversal (encoder–decoder)

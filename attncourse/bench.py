@@ -3,6 +3,10 @@
 Used by the book (chapter 01 measures the O(T²) cost) and by the command line::
 
     attncourse bench sdpa --lengths 128 256 512 --device cpu --out results.json
+    attncourse bench flash --device cuda --out benchmarks/results/flash_gpu.json   # chapter 07
+
+The SDPA backends themselves (``sdpa(..., backend=...)``, the probe of which ones run here)
+live in :mod:`attncourse.flash`; this module only times them.
 
 Benchmarks are separate from tests: tests check that these helpers return sane structures,
 never that something is fast.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -40,10 +45,13 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from attncourse.flash import SDPA_BACKENDS
+
 __all__ = [
     "time_fn", "peak_memory", "dispatched_ops", "sweep_attention", "default_impls", "sdpa_backend_impls",
     "loglog_slope", "format_table", "device_name", "metadata", "run_sdpa_suite", "add_parser",
-    "attention_flops",
+    "attention_flops", "attention_core_flops", "matmul_tflops", "sdpa_dispatch_table", "DISPATCH_CASES",
+    "run_flash_suite", "format_flash_table", "plot_flash_suite",
 ]
 
 
@@ -219,60 +227,20 @@ def default_impls() -> dict[str, Callable]:
     }
 
 
-_BACKENDS = {  # name in results -> SDPBackend member name
-    "flash": "FLASH_ATTENTION",
-    "efficient": "EFFICIENT_ATTENTION",
-    "cudnn": "CUDNN_ATTENTION",
-    "math": "MATH",
-}
-
-
-def _pinned_sdpa(backend):
-    from torch.nn.attention import sdpa_kernel
-
-    def fn(q, k, v):
-        with sdpa_kernel([backend]):  # only this backend; raises if it cannot run these inputs
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    return fn
-
-
-def sdpa_backend_impls(names: Sequence[str] = tuple(_BACKENDS), *, device="cpu", dtype=torch.float32,
+def sdpa_backend_impls(names: Sequence[str] = tuple(SDPA_BACKENDS), *, device="cpu", dtype=torch.float32,
                        D: int = 64) -> tuple[dict[str, Callable], dict[str, str]]:
     """SDPA pinned to each backend that can run here: ``({"sdpa[flash]": fn, ...}, {skipped: why})``.
 
-    Each backend is probed on a tiny input of the given device/dtype/head dim; one that raises
-    (not compiled in, wrong GPU, unsupported dtype) is reported in the second dict instead.
+    A thin wrapper over :func:`attncourse.flash.probe_sdpa_backends` and
+    :func:`attncourse.flash.sdpa` (the one place the course pins SDPA backends). Each backend is
+    probed on a tiny input of the given device/dtype/head dim; one that raises (not compiled in,
+    wrong GPU, unsupported dtype) is reported in the second dict instead.
     """
-    try:
-        from torch.nn.attention import SDPBackend
-    except ImportError as exc:  # very old torch
-        return {}, {f"sdpa[{n}]": f"torch.nn.attention is unavailable ({exc})" for n in names}
-    impls, skipped = {}, {}
-    for name in names:
-        label = f"sdpa[{name}]"
-        member = getattr(SDPBackend, _BACKENDS.get(name, name.upper()), None)
-        if member is None:
-            skipped[label] = f"this torch ({torch.__version__}) has no SDPBackend for {name!r}"
-            continue
-        fn = _pinned_sdpa(member)
-        x = torch.randn(1, 1, 8, D, device=device, dtype=dtype)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # torch explains *why* a backend was refused in warnings
-            try:
-                fn(x, x, x)
-                if x.is_cuda:
-                    torch.cuda.synchronize(x.device)
-            except RuntimeError as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                why = [str(w.message).strip().splitlines()[0] for w in caught if str(w.message).strip()]
-                if why:
-                    reason += " — " + "; ".join(dict.fromkeys(why))
-                hint = " (torch implements only the flash and math backends on CPU)" \
-                    if torch.device(device).type == "cpu" else ""
-                skipped[label] = f"cannot run on {device} with {str(dtype).replace('torch.', '')}{hint}: {reason}"
-                continue
-        impls[label] = fn
-    return impls, skipped
+    from attncourse.flash import probe_sdpa_backends, sdpa
+
+    ok, skipped = probe_sdpa_backends(names, device=device, dtype=dtype, D=D)
+    impls = {f"sdpa[{name}]": functools.partial(sdpa, backend=name) for name in ok}
+    return impls, {f"sdpa[{name}]": why for name, why in skipped.items()}
 
 
 def sweep_attention(lengths: Sequence[int], *, B: int = 1, H: int = 4, D: int = 64,
@@ -388,6 +356,10 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
            "float64": torch.float64}
 
 
+_DEFAULT_LENGTHS = {"sdpa": {"cpu": [128, 256, 512, 1024], "cuda": [128, 256, 512, 1024]},
+                    "flash": {"cpu": [128, 256, 512], "cuda": [512, 1024, 2048, 4096, 8192, 16384]}}
+
+
 def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype | None = None, B: int = 1,
                    H: int = 4, D: int = 64, repeats: int = 5, warmup: int = 1,
                    backends: Sequence[str] | None = None) -> dict:
@@ -403,7 +375,7 @@ def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype |
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     impls = default_impls()
     if backends is None:
-        backends = tuple(_BACKENDS) if device.type == "cuda" else ()
+        backends = tuple(SDPA_BACKENDS) if device.type == "cuda" else ()
     pinned, skipped = sdpa_backend_impls(backends, device=device, dtype=dtype, D=D) if backends else ({}, {})
     impls.update(pinned)
     rows = sweep_attention(lengths, B=B, H=H, D=D, dtype=dtype, device=device, impls=impls,
@@ -414,6 +386,237 @@ def run_sdpa_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype |
                                    else "torch.profiler allocation events, running-sum peak"))
     return {"suite": "sdpa", "metadata": meta, "rows": rows,
             "skipped": [{"impl": k, "reason": v} for k, v in skipped.items()]}
+
+
+# ----------------------------------------------------------------------------- the flash suite
+def attention_core_flops(T: int, D: int, *, B: int = 1, H: int = 1, causal: bool = False, mode: str = "fwd") -> float:
+    """FLOPs of the attention core ``softmax(QKᵀ)V`` for ``B·H`` heads of ``T`` tokens, head dim ``D``.
+
+    The forward pass is :func:`attention_flops` without projections (``4T²D`` per head), halved
+    when causal; the backward pass counts 2.5 forwards (five matrix products instead of two), so
+    ``"fwd+bwd"`` is 3.5 forwards — the convention of flash-attention's own benchmark script,
+    so TFLOP/s figures compare with the papers'.
+    """
+    f = B * H * attention_flops(T, 0, D) * (0.5 if causal else 1.0)
+    factors = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+    if mode not in factors:
+        raise ValueError(f"attention_core_flops: mode must be one of {sorted(factors)}, got {mode!r}")
+    return f * factors[mode]
+
+
+def matmul_tflops(device="cpu", dtype: torch.dtype = torch.float32, sizes: Sequence[int] = (1024,),
+                  repeats: int = 5, warmup: int = 2) -> dict:
+    """Measured throughput of a square matmul ``(n, n) @ (n, n)`` (``2n³`` FLOPs): the device's practical peak.
+
+    Returns ``{"tflops": best over sizes, "by_size": {n: tflops}}``.
+    """
+    by_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        t = time_fn(torch.matmul, a, b, repeats=repeats, warmup=warmup)
+        by_size[int(n)] = 2 * n ** 3 / t / 1e12
+        del a, b
+    return {"tflops": max(by_size.values()), "by_size": by_size}
+
+
+def _flash_impls(device: torch.device, dtype: torch.dtype, D: int, backends, tiled: bool):
+    from attncourse.flash import flash_attention, sdpa
+
+    impls = {"naive": _naive, "sdpa": functools.partial(sdpa, backend=None)}
+    pinned, skipped = sdpa_backend_impls(backends, device=device, dtype=dtype, D=D) if backends else ({}, {})
+    impls.update(pinned)
+    if tiled:
+        impls["attncourse.flash"] = flash_attention
+    return impls, skipped
+
+
+def _naive(q, k, v, causal=False):
+    """``attncourse.attention`` called like the fused kernels: ``fn(q, k, v, causal=...)``."""
+    from attncourse.core import attention
+    from attncourse.masks import causal_mask
+
+    return attention(q, k, v, mask=causal_mask(q.shape[-2], k.shape[-2], device=q.device) if causal else None)
+
+
+DISPATCH_CASES = {  # name -> keyword arguments of attncourse.flash.sdpa (plus an extra mask kind)
+    "no mask": {},
+    "causal, Tq = Tk (is_causal)": {"causal": True},
+    "bool mask (Tq×Tk)": {"mask": "bool"},
+    "float mask (Tq×Tk additive bias)": {"mask": "float"},
+    "causal, Tq < Tk (explicit bottom-right mask)": {"causal": True, "tq": "half"},
+    "dropout_p = 0.1": {"dropout_p": 0.1},
+}
+
+
+def sdpa_dispatch_table(device="cpu", dtypes: Sequence[torch.dtype] = (torch.float32,), T: int = 256,
+                        D: int = 64, H: int = 2) -> list[dict]:
+    """Which kernel SDPA runs for each case of :data:`DISPATCH_CASES` and each dtype, on this device.
+
+    Rows ``{"dtype", "case", "kernel"}``; ``kernel`` is the ``aten::_scaled_dot_product_*`` op
+    that ran (see :func:`attncourse.flash.sdpa_kernel_name`), ``"math"`` for the eager fallback,
+    or ``"error: ..."``.
+    """
+    from attncourse.flash import sdpa_kernel_name
+
+    rows = []
+    for dtype in dtypes:
+        for case, spec in DISPATCH_CASES.items():
+            kw = dict(spec)
+            tq = T // 2 if kw.pop("tq", None) == "half" else T
+            q = torch.randn(1, H, tq, D, device=device, dtype=dtype)
+            k = torch.randn(1, H, T, D, device=device, dtype=dtype)
+            mask_kind = kw.pop("mask", None)
+            if mask_kind == "bool":
+                kw["mask"] = torch.rand(tq, T, device=device) > 0.2
+            elif mask_kind == "float":
+                kw["mask"] = torch.randn(tq, T, device=device, dtype=dtype)
+            try:
+                kernel = sdpa_kernel_name(q, k, k, **kw)
+            except RuntimeError as exc:
+                kernel = "error: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            rows.append({"dtype": str(dtype).replace("torch.", ""), "case": case, "kernel": kernel})
+    return rows
+
+
+def run_flash_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype | None = None, D: int = 64,
+                    tokens: int = 16384, width: int = 2048, causal: bool = False,
+                    modes: Sequence[str] = ("fwd", "fwd+bwd"), backends: Sequence[str] | None = None,
+                    tiled: bool | None = None, repeats: int = 5, warmup: int = 2,
+                    matmul_sizes: Sequence[int] | None = None, seed: int = 0) -> dict:
+    """The ``bench flash`` suite: every SDPA backend and the naive reference, forward and forward+backward.
+
+    For each length ``T`` the batch is ``B = max(1, tokens // T)`` and there are
+    ``H = max(1, width // D)`` heads (the FlashAttention-2 paper's setup: 16k tokens per batch,
+    width 2048). Each row reports the median time, the throughput in TFLOP/s
+    (:func:`attention_core_flops`), its fraction of the bf16/fp16/fp32 matmul throughput measured in
+    the same run (:func:`matmul_tflops`), and the peak extra memory. Implementations: ``naive``
+    (``attncourse.attention``), ``sdpa`` (torch's own choice), ``sdpa[<backend>]`` pinned, and with
+    ``tiled`` the course's Python-level tiled reference ``attncourse.flash`` (default: CPU only,
+    where it is the point of comparison; on a GPU it launches thousands of tiny kernels).
+    ``backends=None``: all four on CUDA, ``flash`` and ``math`` on CPU. A point that fails (out
+    of memory, a backend refusing the inputs) is a row with ``seconds = None`` and an ``"error"``.
+    Also records :func:`sdpa_dispatch_table` for the dtype used and float32.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if dtype is None:
+        dtype = torch.bfloat16 if cuda else torch.float32
+    if backends is None:
+        backends = tuple(SDPA_BACKENDS) if cuda else ("flash", "math")
+    if tiled is None:
+        tiled = not cuda
+    for m in modes:
+        attention_core_flops(1, 1, mode=m)  # validates the mode names
+    if matmul_sizes is None:
+        matmul_sizes = (4096, 8192) if cuda else (512, 1024)
+    H = max(1, width // D)
+    impls, skipped = _flash_impls(device, dtype, D, backends, tiled)
+    peak = matmul_tflops(device, dtype, matmul_sizes, repeats=repeats, warmup=warmup)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    rows = []
+    for T in lengths:
+        if int(T) != T or T < 1:
+            raise ValueError(f"run_flash_suite: lengths must be positive integers, got {T!r}")
+        T = int(T)
+        B = max(1, tokens // T)
+        q, k, v = (torch.randn(B, H, T, D, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
+        do = torch.randn(B, H, T, D, generator=gen).to(device=device, dtype=dtype)
+        for name, fn in impls.items():
+            for mode in modes:
+                row = {"impl": name, "T": T, "B": B, "H": H, "mode": mode}
+                try:
+                    if mode == "fwd":
+                        def call(q=q, k=k, v=v, fn=fn):
+                            with torch.no_grad():
+                                return fn(q, k, v, causal=causal)
+                    else:
+                        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+                        def call(qg=qg, kg=kg, vg=vg, fn=fn):
+                            fn(qg, kg, vg, causal=causal).backward(do)
+                            qg.grad = kg.grad = vg.grad = None
+                    seconds = time_fn(call, q, repeats=repeats, warmup=warmup)
+                    row["peak_bytes"] = peak_memory(call, q)
+                except RuntimeError as exc:  # includes torch.cuda.OutOfMemoryError
+                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    row.update(seconds=None, tflops=None, fraction_of_matmul_peak=None, peak_bytes=None,
+                               error=f"{type(exc).__name__}: {msg[:200]}")
+                    if cuda:
+                        torch.cuda.empty_cache()
+                    rows.append(row)
+                    continue
+                flops = attention_core_flops(T, D, B=B, H=H, causal=causal, mode=mode)
+                row.update(seconds=seconds, tflops=flops / seconds / 1e12,
+                           fraction_of_matmul_peak=flops / seconds / 1e12 / peak["tflops"])
+                rows.append(row)
+        del q, k, v, do
+        if cuda:
+            torch.cuda.empty_cache()
+    dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
+    meta = metadata(device, dtype=str(dtype).replace("torch.", ""), D=D, H=H, tokens=tokens, width=width,
+                    causal=causal, modes=list(modes), repeats=repeats, warmup=warmup, statistic="median seconds",
+                    matmul_tflops=peak["tflops"], matmul_tflops_by_size=peak["by_size"],
+                    flop_convention="fwd 4·T²·D per head (halved if causal), fwd+bwd 3.5× fwd",
+                    memory_method=("torch.cuda.max_memory_allocated" if cuda
+                                   else "torch.profiler allocation events, running-sum peak"))
+    return {"suite": "flash", "metadata": meta, "rows": rows,
+            "skipped": [{"impl": k, "reason": v} for k, v in skipped.items()],
+            "dispatch": sdpa_dispatch_table(device, dtypes, D=D)}
+
+
+def format_flash_table(rows: Sequence[dict]) -> str:
+    """A plain-text table of ``bench flash`` rows."""
+    lines = [f"{'impl':<18}{'T':>7}{'mode':>9}{'time (ms)':>12}{'TFLOP/s':>10}{'of peak':>9}{'peak (MiB)':>12}"]
+    for r in rows:
+        head = f"{r['impl']:<18}{r['T']:>7}{r['mode']:>9}"
+        if r.get("seconds") is None:
+            lines.append(f"{head}   failed: {r.get('error', 'no result')}")
+            continue
+        lines.append(f"{head}{1e3 * r['seconds']:>12.3f}{r['tflops']:>10.3f}{100 * r['fraction_of_matmul_peak']:>8.1f}%"
+                     f"{r['peak_bytes'] / 2**20:>12.1f}")
+    return "\n".join(lines)
+
+
+def plot_flash_suite(result: dict, modes: Sequence[str] | None = None):
+    """Figure of a ``bench flash`` result: TFLOP/s and peak memory against ``T``, one line per implementation.
+
+    One row of panels per mode (``"fwd"``, ``"fwd+bwd"``); the right-hand axis of the throughput
+    panel reads as the fraction of the matmul throughput measured in the same run. Failed points
+    (out of memory, a refused backend) are left out. Returns the matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    meta = result["metadata"]
+    modes = list(modes or meta.get("modes", ["fwd"]))
+    fig, axes = plt.subplots(len(modes), 2, figsize=(11, 3.4 * len(modes)), squeeze=False)
+    impls = list(dict.fromkeys(r["impl"] for r in result["rows"]))
+    for row, mode in zip(axes, modes):
+        ax_t, ax_m = row
+        for name in impls:
+            pts = [r for r in result["rows"] if r["impl"] == name and r["mode"] == mode and r.get("seconds")]
+            if not pts:
+                continue
+            ts = [r["T"] for r in pts]
+            ax_t.plot(ts, [r["tflops"] for r in pts], "o-", label=name)
+            ax_m.plot(ts, [r["peak_bytes"] / 2**20 for r in pts], "o-", label=name)
+        ax_t.set_xscale("log", base=2)
+        ax_t.set_ylabel("TFLOP/s")
+        peak = meta["matmul_tflops"]
+        sec = ax_t.secondary_yaxis("right", functions=(lambda y: y / peak, lambda f: f * peak))
+        sec.set_ylabel("fraction of matmul peak")
+        ax_t.set_title(f"{mode}: throughput ({meta['dtype']}, D={meta['D']}, H={meta['H']}, "
+                       f"{meta['tokens']} tokens per batch)", fontsize=9)
+        ax_m.set_xscale("log", base=2)
+        ax_m.set_yscale("log")
+        ax_m.set_ylabel("peak extra memory (MiB)")
+        ax_m.set_title(f"{mode}: memory", fontsize=9)
+        for ax in row:
+            ax.set_xlabel("sequence length T")
+        ax_t.legend(fontsize=7)
+    fig.suptitle(f"{meta['device_name']}, torch {meta['torch_version']}, {meta['date'][:10]}", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _bench(args) -> int:
@@ -435,21 +638,34 @@ def _bench(args) -> int:
     if device.type not in ("cpu", "cuda"):
         print(f"{prog}: unsupported --device {args.device!r} (use cpu or cuda)", file=sys.stderr)
         return 2
+    if args.lengths is None:
+        args.lengths = _DEFAULT_LENGTHS[args.suite]["cuda" if device.type == "cuda" else "cpu"]
     if any(t < 1 for t in args.lengths):
         print(f"{prog}: every --lengths value must be >= 1, got {args.lengths}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = None if args.dtype == "auto" else _DTYPES[args.dtype]
-    result = run_sdpa_suite(args.lengths, device=device, dtype=dtype, B=args.batch, H=args.heads,
-                            D=args.head_dim, repeats=args.repeats, warmup=args.warmup,
-                            backends=args.backends)
+    if args.suite == "flash":
+        result = run_flash_suite(args.lengths, device=device, dtype=dtype, D=args.head_dim, tokens=args.tokens,
+                                 width=args.width, causal=args.causal, modes=args.modes, backends=args.backends,
+                                 tiled=args.tiled, repeats=args.repeats, warmup=args.warmup)
+    else:
+        result = run_sdpa_suite(args.lengths, device=device, dtype=dtype, B=args.batch, H=args.heads,
+                                D=args.head_dim, repeats=args.repeats, warmup=args.warmup,
+                                backends=args.backends)
     for s in result["skipped"]:
         print(f"skipped {s['impl']}: {s['reason']}", file=sys.stderr)
     m = result["metadata"]
-    print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} threads, "
-          f"{m['dtype']}, B={m['B']} H={m['H']} D={m['D']}, {m['date']}")
-    print(format_table(result["rows"]))
+    if args.suite == "flash":
+        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} threads, "
+              f"{m['dtype']}, {m['tokens']} tokens per batch, H={m['H']} D={m['D']}, causal={m['causal']}, "
+              f"matmul {m['matmul_tflops']:.2f} TFLOP/s, {m['date']}")
+        print(format_flash_table(result["rows"]))
+    else:
+        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} threads, "
+              f"{m['dtype']}, B={m['B']} H={m['H']} D={m['D']}, {m['date']}")
+        print(format_table(result["rows"]))
     if args.out:
         out_dir = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(out_dir, exist_ok=True)
@@ -467,22 +683,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Benchmark attention: median time and peak memory against sequence length. "
                     "Results are printed as a table and, with --out, written as JSON with the "
                     "device, torch version, date and thread count.")
-    p.add_argument("suite", choices=["sdpa"],
+    p.add_argument("suite", choices=["sdpa", "flash"],
                    help="sdpa: the eager reference (attncourse.attention) vs torch SDPA, "
-                        "and on CUDA SDPA pinned to each backend (flash, efficient, cudnn, math)")
-    p.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024],
-                   help="sequence lengths T (default: 128 256 512 1024)")
+                        "and on CUDA SDPA pinned to each backend (flash, efficient, cudnn, math); "
+                        "flash: chapter 07's benchmark — naive and every SDPA backend, forward and "
+                        "forward+backward, time, TFLOP/s, fraction of the measured matmul peak, memory")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="sequence lengths T (default: sdpa 128 256 512 1024; "
+                        "flash 512 ... 16384 on CUDA, 128 256 512 on CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", *_DTYPES],
-                   help="auto = float16 on CUDA, float32 on CPU")
+                   help="auto = float16 (sdpa) or bfloat16 (flash) on CUDA, float32 on CPU")
     p.add_argument("--batch", "-B", type=int, default=1, help="batch size B (default: 1)")
     p.add_argument("--heads", type=int, default=4, help="heads H (default: 4)")
     p.add_argument("--head-dim", type=int, default=64, help="head dim D (default: 64)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per point; the median is kept")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--backends", nargs="*", choices=list(_BACKENDS), default=None,
+    p.add_argument("--backends", nargs="*", choices=list(SDPA_BACKENDS), default=None,
                    help="SDPA backends to pin and measure (default: all on CUDA, none on CPU)")
+    flash = p.add_argument_group("flash suite")
+    flash.add_argument("--tokens", type=int, default=16384, help="B·T per point: B = tokens // T (default: 16384)")
+    flash.add_argument("--width", type=int, default=2048, help="model width: H = width // D (default: 2048)")
+    flash.add_argument("--causal", action="store_true", help="causal attention (FLOPs halved)")
+    flash.add_argument("--modes", nargs="+", choices=["fwd", "fwd+bwd"], default=["fwd", "fwd+bwd"],
+                       help="forward only and/or forward+backward (default: both)")
+    flash.add_argument("--tiled", action=argparse.BooleanOptionalAction, default=None,
+                       help="also time the Python-level tiled reference attncourse.flash (default: CPU only)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.set_defaults(func=_bench)
     return p

@@ -33,8 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from attncourse.data import IGNORE, LMBatch, Seq2SeqBatch
+from attncourse.kvcache import ConcatKVCache, KVCache, PagedKVCache, RollingKVCache
 from attncourse.masks import padding_mask
 from attncourse.multihead import CrossAttention, MultiHeadAttention
+from attncourse.positions import sinusoidal_positions
 
 __all__ = ["RMSNorm", "make_norm", "MLP", "Block", "DecoderBlock", "TinyGPT", "TinySeq2Seq", "Seq2SeqWeights",
            "train", "accuracy", "TrainResult"]
@@ -83,34 +85,40 @@ class Block(nn.Module):
     """A transformer block: attention and MLP, each with a residual connection and a norm.
 
     ``Block(d_model, n_heads, n_kv_heads=None, *, causal=True, mlp_ratio=4, dropout=0.0,
-    norm="layer", prenorm=True)``.
+    norm="layer", prenorm=True, window=None)``.
 
     * pre-norm (GPT-2, Llama; the default): ``x = x + attn(ln1(x))``, then ``x = x + mlp(ln2(x))``
       — the residual stream itself is never normalised;
     * post-norm (the original Transformer): ``x = ln1(x + attn(x))``, then ``x = ln2(x + mlp(x))``.
 
-    ``norm`` is ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
-    ``forward(x: (B, T, C), *, mask=None, return_weights=False) -> (B, T, C)`` and the
-    attention weights ``(B, H, T, T)`` if asked; ``mask`` is a bool keep-mask (True = attend).
+    ``norm`` is ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm); ``window`` gives a causal sliding window.
+    ``forward(x: (B, T, C), *, mask=None, return_weights=False, cache=None, start_pos=0) -> (B, T, C)``
+    and the attention weights ``(B, H, T, Tk)`` if asked; ``mask`` is a bool keep-mask (True = attend).
+    ``cache``/``start_pos``: this layer's KV cache and the position of ``x``'s first token
+    (see :class:`~attncourse.multihead.MultiHeadAttention`).
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *,
                  causal: bool = True, mlp_ratio: int = 4, dropout: float = 0.0,
-                 norm: str = "layer", prenorm: bool = True):
+                 norm: str = "layer", prenorm: bool = True, window: int | None = None,
+                 rope: bool = False, rope_base: float = 10000.0, alibi: bool = False):
         super().__init__()
         self.prenorm = prenorm
         self.ln1 = make_norm(norm, d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, causal=causal, dropout=dropout)
+        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, causal=causal, dropout=dropout, window=window,
+                                       rope=rope, rope_base=rope_base, alibi=alibi)
         self.ln2 = make_norm(norm, d_model)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
 
-    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, return_weights: bool = False,
+                cache=None, start_pos: int = 0):
+        kw = dict(mask=mask, return_weights=True, cache=cache, start_pos=start_pos)
         if self.prenorm:
-            a, w = self.attn(self.ln1(x), mask=mask, return_weights=True)
+            a, w = self.attn(self.ln1(x), **kw)
             x = x + a
             x = x + self.mlp(self.ln2(x))
         else:
-            a, w = self.attn(x, mask=mask, return_weights=True)
+            a, w = self.attn(x, **kw)
             x = self.ln1(x + a)
             x = self.ln2(x + self.mlp(x))
         return (x, w) if return_weights else x
@@ -158,46 +166,88 @@ def _check_tokens(idx: torch.Tensor, max_len: int, what: str) -> None:
 
 
 # ------------------------------------------------------------------------ decoder-only
+POSITION_SCHEMES = ("learned", "sinusoidal", "none", "rope", "alibi")
+
+
 class TinyGPT(nn.Module):
     """A tiny decoder-only transformer (causal; learned absolute positions).
 
     ``TinyGPT(vocab_size, block_size, d_model=64, n_heads=4, n_layers=2, n_kv_heads=None,
-    *, mlp_ratio=4, dropout=0.0, norm="layer", prenorm=True)``; ``block_size`` is the longest
-    input. ``norm``/``prenorm`` choose the block's normalisation (see :class:`Block`); a
-    post-norm model has no final norm (its last block already ends in one).
+    *, mlp_ratio=4, dropout=0.0, norm="layer", prenorm=True, window=None)``; ``block_size`` is the
+    number of positions (the longest sequence, cache included). ``norm``/``prenorm`` choose the
+    block's normalisation (see :class:`Block`); a post-norm model has no final norm (its last block
+    already ends in one). ``n_kv_heads`` gives GQA/MQA; ``window`` a causal sliding window.
 
-    ``forward(idx: (B, T) int, *, return_weights=False) -> logits (B, T, vocab_size)``, and the
-    weights ``(n_layers, B, H, T, T)`` if ``return_weights``. Position ``t``'s logits depend on
-    tokens ``0..t`` only.
+    ``pos`` chooses the position scheme (chapters 02, 10, 11): ``"learned"`` (the default, a table of
+    ``block_size`` vectors added to the tokens), ``"sinusoidal"`` (the fixed sinusoids times 0.02, added),
+    ``"none"`` (NoPE: only the causal mask tells positions apart), ``"rope"`` (q and k rotated in
+    every layer, base ``rope_base``) or ``"alibi"`` (a linear bias on every layer's scores).
+    :meth:`set_rope_frequencies` switches a RoPE model to context-extension frequencies.
+
+    ``forward(idx: (B, T) int, *, return_weights=False, caches=None, start_pos=0) -> logits (B, T, vocab_size)``,
+    and the weights ``(n_layers, B, H, T, Tk)`` if ``return_weights``. Position ``t``'s logits depend
+    on tokens ``0..t`` only. With ``caches`` (one per layer, from :meth:`make_caches`), ``idx`` holds
+    the tokens at positions ``start_pos .. start_pos+T-1`` and the earlier ones come from the caches.
     """
 
     def __init__(self, vocab_size: int, block_size: int, d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, n_kv_heads: int | None = None, *, mlp_ratio: int = 4,
-                 dropout: float = 0.0, norm: str = "layer", prenorm: bool = True):
+                 dropout: float = 0.0, norm: str = "layer", prenorm: bool = True, window: int | None = None,
+                 pos: str = "learned", rope_base: float = 10000.0):
         super().__init__()
-        self.vocab_size, self.block_size = vocab_size, block_size
+        if pos not in POSITION_SCHEMES:
+            raise ValueError(f"pos must be one of {', '.join(map(repr, POSITION_SCHEMES))}, got {pos!r}")
+        self.vocab_size, self.block_size, self.window, self.pos = vocab_size, block_size, window, pos
         self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Embedding(block_size, d_model)
+        self.pos_emb = nn.Embedding(block_size, d_model) if pos == "learned" else None
+        if pos == "sinusoidal":
+            # Scaled by the token embeddings' init std (0.02): tokens and positions start at the ratio of the
+            # original Transformer, which scales its embeddings up by √C instead. Unscaled sinusoids (entries
+            # of size 1) drown the tokens, and the tiny models then failed to train.
+            self.register_buffer("pos_table", 0.02 * sinusoidal_positions(block_size, d_model), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, n_kv_heads, causal=True, mlp_ratio=mlp_ratio, dropout=dropout,
-                  norm=norm, prenorm=prenorm)
+                  norm=norm, prenorm=prenorm, window=window, rope=pos == "rope", rope_base=rope_base,
+                  alibi=pos == "alibi")
             for _ in range(n_layers))
         self.ln_f = make_norm(norm, d_model) if prenorm else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.apply(_init_weights)
 
-    def forward(self, idx: torch.Tensor, *, return_weights: bool = False):
+    def forward(self, idx: torch.Tensor, *, return_weights: bool = False, caches=None, start_pos: int = 0):
         _check_tokens(idx, self.block_size, "TinyGPT input idx")
+        if caches is not None and len(caches) != len(self.blocks):
+            raise ValueError(f"TinyGPT: got {len(caches)} caches for {len(self.blocks)} layers (one per layer)")
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))       # (B, T, C)
+        if start_pos < 0 or start_pos + T > self.block_size:
+            raise ValueError(f"TinyGPT: positions {start_pos}..{start_pos + T - 1} are outside the model's "
+                             f"{self.block_size} positions (block_size)")
+        pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # absolute positions of idx
+        x = self.tok_emb(idx)                                         # (B, T, C)
+        if self.pos == "learned":
+            x = x + self.pos_emb(pos)
+        elif self.pos == "sinusoidal":
+            x = x + self.pos_table[pos]
+        x = self.drop(x)                                              # rope/alibi act inside attention
         weights = []
-        for block in self.blocks:
-            x, w = block(x, return_weights=True)                      # w: (B, H, T, T)
+        for i, block in enumerate(self.blocks):
+            cache = None if caches is None else caches[i]
+            x, w = block(x, return_weights=True, cache=cache, start_pos=start_pos)  # w: (B, H, T, Tk)
             weights.append(w)
         logits = self.head(self.ln_f(x))                              # (B, T, vocab)
         return (logits, torch.stack(weights)) if return_weights else logits
+
+    def set_rope_frequencies(self, inv_freq: torch.Tensor | None = None, attention_factor: float = 1.0) -> None:
+        """Use ``inv_freq: (D/2,)`` instead of ``base^(-2i/D)`` in every layer (``None`` restores them).
+
+        For context extension at inference, e.g. ``attncourse.rope.pi_frequencies(D, s)``; YaRN's
+        ``(inv_freq, factor) = yarn_frequencies(D, s, L)`` also passes ``attention_factor=factor``.
+        """
+        if self.pos != "rope":
+            raise ValueError(f"set_rope_frequencies needs a RoPE model (pos='rope'), this one has pos={self.pos!r}")
+        for block in self.blocks:
+            block.attn.rope_inv_freq, block.attn.rope_attention_factor = inv_freq, float(attention_factor)
 
     def loss(self, batch: LMBatch) -> torch.Tensor:
         """Mean cross-entropy over the scored positions of ``batch = (x, y)``."""
@@ -209,22 +259,81 @@ class TinyGPT(nn.Module):
         """Greedy next-token predictions ``(B, T)`` under teacher forcing."""
         return self(batch.x).argmax(-1)
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``max_new_tokens`` tokens to ``idx: (B, T)``; greedy when ``temperature == 0``.
+    def make_caches(self, batch: int, capacity: int, *, kind: str = "buffer", block_size: int = 16,
+                    dtype: torch.dtype | None = None, device=None) -> list:
+        """One empty KV cache per layer for ``batch`` sequences of up to ``capacity`` tokens.
 
-        Recomputes the whole prefix every step (no KV cache; chapter 12 adds one).
+        ``kind``: ``"buffer"`` (:class:`~attncourse.kvcache.KVCache`, preallocated), ``"cat"``
+        (:class:`~attncourse.kvcache.ConcatKVCache`, grows by ``torch.cat``), ``"rolling"``
+        (:class:`~attncourse.kvcache.RollingKVCache` of ``window`` slots; needs a model with a
+        window) or ``"paged"`` (:class:`~attncourse.kvcache.PagedKVCache`, blocks of ``block_size``).
+        dtype and device default to the model's.
         """
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.block_size:])[:, -1]           # (B, vocab)
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)                 # (B, 1)
-            else:
-                probs = F.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        attn = self.blocks[0].attn
+        p = self.head.weight
+        dtype = p.dtype if dtype is None else dtype
+        device = p.device if device is None else device
+        shape = dict(n_kv_heads=attn.n_kv_heads, head_dim=attn.d_head)
+        if kind == "buffer":
+            return [KVCache(batch, capacity=capacity, dtype=dtype, device=device, **shape) for _ in self.blocks]
+        if kind == "cat":
+            return [ConcatKVCache(batch, dtype=dtype, device=device, **shape) for _ in self.blocks]
+        if kind == "rolling":
+            if self.window is None:
+                raise ValueError("a rolling cache needs a model with a sliding window (TinyGPT(..., window=W))")
+            return [RollingKVCache(batch, window=self.window, dtype=dtype, device=device, **shape)
+                    for _ in self.blocks]
+        if kind == "paged":
+            n_blocks = batch * -(-capacity // block_size)
+            return [PagedKVCache(n_blocks, block_size, batch, dtype=dtype, device=device, **shape)
+                    for _ in self.blocks]
+        raise ValueError(f"kind must be 'buffer', 'cat', 'rolling' or 'paged', got {kind!r}")
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool = True, caches=None,
+                 temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append ``max_new_tokens`` tokens to ``idx: (B, T)``; greedy when ``temperature == 0``,
+        else sampled from ``softmax(logits / temperature)`` with ``generator``.
+
+        ``use_cache=True`` (the default): prefill the prompt once, then run one token per step
+        against the per-layer KV caches (``caches``, or preallocated buffers of ``T + max_new_tokens``
+        slots, or ring buffers for a model with a window). ``use_cache=False`` recomputes the whole
+        prefix every step. Both give the same tokens.
+
+        Learned absolute positions end at ``block_size``: a longer sequence is generated from its
+        last ``block_size`` tokens, which moves every token to a new position at each step, so
+        nothing cached stays valid. When ``T + max_new_tokens > block_size`` and no ``caches`` are
+        given, generation therefore recomputes (as ``use_cache=False``); passing ``caches`` then
+        raises ``ValueError``.
+        """
+        B, T = idx.shape
+        total = T + max_new_tokens
+        if total > self.block_size and caches is not None:
+            raise ValueError(f"TinyGPT.generate: {T} prompt + {max_new_tokens} new tokens exceed the model's "
+                             f"{self.block_size} positions, so a KV cache cannot be used")
+        if not use_cache or total > self.block_size:
+            for _ in range(max_new_tokens):
+                logits = self(idx[:, -self.block_size:])[:, -1]       # (B, vocab): the whole prefix again
+                idx = torch.cat([idx, self._pick(logits, temperature, generator)], dim=1)
+            return idx
+        if caches is None:
+            caches = self.make_caches(B, total, kind="buffer" if self.window is None else "rolling")
+        out = [idx]
+        logits = self(idx, caches=caches, start_pos=0)[:, -1]         # prefill: the prompt at positions 0..T-1
+        for step in range(max_new_tokens):
+            nxt = self._pick(logits, temperature, generator)         # (B, 1)
+            out.append(nxt)
+            if step + 1 < max_new_tokens:                             # decode: one token, at position T + step
+                logits = self(nxt, caches=caches, start_pos=T + step)[:, -1]
+        return torch.cat(out, dim=1)
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+        """The next token ``(B, 1)`` from ``logits: (B, vocab)``."""
+        if temperature == 0:
+            return logits.argmax(-1, keepdim=True)
+        probs = F.softmax(logits / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)
 
 
 # ---------------------------------------------------------------------- encoder–decoder

@@ -15,16 +15,25 @@ Symbols: ``B`` batch, ``T`` length (``Tq``/``Tk`` when they differ), ``C`` = ``d
 * **Parameters.** ``W_Q, W_O: C x C`` and ``W_K, W_V: C x (Hkv·D)``. For MHA that is ``4·C²``
   whatever ``H`` is: splitting into heads reshapes the projections, it adds no weights.
 * **Masks** are boolean, **True = may attend**, broadcastable to ``(B, H, Tq, Tk)``;
-  ``causal=True`` is AND-ed with any mask you pass. ``torch.nn.MultiheadAttention`` uses the
-  opposite polarity (True = *ignore*) for both ``attn_mask`` and ``key_padding_mask``.
+  ``causal=True`` is AND-ed with any mask you pass, built from absolute positions
+  (:func:`attncourse.kvcache.position_mask`; ``window=W`` adds the causal sliding window).
+  ``torch.nn.MultiheadAttention`` uses the opposite polarity (True = *ignore*) for both
+  ``attn_mask`` and ``key_padding_mask``.
+* **Decoding** (chapter 12): ``MultiHeadAttention.forward(x, cache=..., start_pos=p)`` takes the new
+  tokens at positions ``p ..`` and the earlier keys/values from a :mod:`attncourse.kvcache` cache.
+  Grouped heads are computed by :func:`attncourse.gqa.grouped_attention`, without copying K/V.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from attncourse.core import attention, expand_kv_heads
+from attncourse.alibi import alibi_bias_at, alibi_slopes
+from attncourse.core import attention
+from attncourse.gqa import grouped_attention
+from attncourse.kvcache import position_mask
 from attncourse.masks import causal_mask
+from attncourse.rope import apply_rope
 
 __all__ = [
     "split_heads", "merge_heads", "self_attention", "SelfAttention",
@@ -122,10 +131,15 @@ class _ProjectedAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None, d_context: int, *,
-                 bias: bool, causal: bool, dropout: float):
+                 bias: bool, causal: bool, dropout: float, window: int | None = None,
+                 rope: bool = False, rope_base: float = 10000.0, alibi: bool = False):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         _check_positive(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, d_context=d_context)
+        if window is not None:
+            _check_positive(window=window)
+            if not causal:
+                raise ValueError(f"window={window} needs causal=True (the causal sliding window 0 <= i - j < W)")
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads} "
                              f"(each head gets d_model / n_heads channels)")
@@ -136,7 +150,17 @@ class _ProjectedAttention(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
         self.d_head, self.d_context = d_model // n_heads, d_context
-        self.causal, self.dropout = causal, dropout
+        self.causal, self.dropout, self.window = causal, dropout, window
+        # Positions inside attention (chapters 10-11): RoPE rotates q and k, ALiBi adds a bias.
+        if rope and alibi:
+            raise ValueError("rope=True and alibi=True both inject positions; choose one")
+        if rope and self.d_head % 2:
+            raise ValueError(f"RoPE rotates pairs of dimensions: d_head={self.d_head} must be even")
+        self.rope, self.rope_base, self.alibi = rope, rope_base, alibi
+        self.rope_inv_freq: torch.Tensor | None = None   # context extension (PI/NTK/YaRN) replaces base^(-2i/D)
+        self.rope_attention_factor = 1.0                 # YaRN multiplies the rotated q and k by this
+        if alibi:
+            self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)  # (H,), fixed
         d_kv = n_kv_heads * self.d_head
         self.w_q = nn.Linear(d_model, d_model, bias=bias)   # C -> H·D
         self.w_k = nn.Linear(d_context, d_kv, bias=bias)    # d_context -> Hkv·D
@@ -145,22 +169,38 @@ class _ProjectedAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
-                f"d_head={self.d_head}, causal={self.causal}")
+                f"d_head={self.d_head}, causal={self.causal}"
+                + ("" if self.window is None else f", window={self.window}")
+                + (", rope" if self.rope else "") + (", alibi" if self.alibi else ""))
 
-    def _attend(self, x, context, mask, return_weights):
+    def _rotate(self, t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """RoPE (half-split) of ``t: (B, heads, T, D)`` at absolute positions ``pos: (T,)``."""
+        t = apply_rope(t, pos, base=self.rope_base, inv_freq=self.rope_inv_freq)
+        return t if self.rope_attention_factor == 1.0 else t * self.rope_attention_factor
+
+    def _attend(self, x, context, mask, return_weights, cache=None, start_pos: int = 0):
+        B, Tq = x.shape[:2]
         q = split_heads(self.w_q(x), self.n_heads)             # (B, Tq, C) -> (B, H, Tq, D)
         k = split_heads(self.w_k(context), self.n_kv_heads)    # (B, Tk, Hkv·D) -> (B, Hkv, Tk, D)
         v = split_heads(self.w_v(context), self.n_kv_heads)    # (B, Tk, Hkv·D) -> (B, Hkv, Tk, D)
+        # Absolute positions of the new queries (start_pos .. start_pos+Tq-1) and of the new keys.
+        q_pos = torch.arange(start_pos, start_pos + Tq, device=x.device)
+        k_pos = torch.arange(start_pos + Tq - context.shape[1], start_pos + Tq, device=x.device)
+        if self.rope:  # chapter 10: rotate q and k at their positions, before k enters the cache
+            q, k = self._rotate(q, q_pos), self._rotate(k, k_pos)
         if self.causal:
-            mask = _and(causal_mask(x.shape[1], context.shape[1], device=x.device), mask)  # (Tq, Tk)
-        # K/V heads are repeated to H here, so the grouping is visible: head h reads h // (H // Hkv).
-        k, v = expand_kv_heads(k, self.n_heads), expand_kv_heads(v, self.n_heads)  # (B, H, Tk, D)
+            if cache is not None:
+                k, v, k_pos = cache.update(k, v, start_pos)    # (B, Hkv, Tk, D): cached + new; k_pos: (Tk,)
+            mask = _and(position_mask(q_pos, k_pos, window=self.window), mask)  # (Tq, Tk), bottom-right aligned
+        # chapter 11: ALiBi's -m·(i - j) from the same positions (-m·|i - j| without a causal mask)
+        bias = alibi_bias_at(self.alibi_slopes, q_pos, k_pos, symmetric=not self.causal) if self.alibi else None
+        # Grouped heads without copying K/V: query head h reads K/V head h // (H // Hkv).
+        out, w = grouped_attention(q, k, v, mask=mask, bias=bias, return_weights=True)  # (B, H, Tq, D), (B, H, Tq, Tk)
         if self.training and self.dropout > 0:
             # Dropout acts on the attention weights (as nn.MultiheadAttention and SDPA's dropout_p).
-            _, w = attention(q, k, v, mask=mask, return_weights=True)  # (B, H, Tq, Tk)
-            out = nn.functional.dropout(w, self.dropout) @ v            # (B, H, Tq, D)
-        else:
-            out, w = attention(q, k, v, mask=mask, return_weights=True)  # (B, H, Tq, D)
+            G = self.n_heads // self.n_kv_heads
+            wd = nn.functional.dropout(w, self.dropout)                      # (B, H, Tq, Tk)
+            out = (wd.reshape(B, self.n_kv_heads, G * Tq, -1) @ v).reshape(B, self.n_heads, Tq, -1)
         y = self.w_o(merge_heads(out))                          # (B, H, Tq, D) -> (B, Tq, C)
         return (y, w) if return_weights else y
 
@@ -222,12 +262,24 @@ class _ProjectedAttention(nn.Module):
 class MultiHeadAttention(_ProjectedAttention):
     """Multi-head self-attention; ``n_kv_heads`` gives GQA (``1 < Hkv < H``) and MQA (``Hkv = 1``).
 
-    ``MultiHeadAttention(d_model, n_heads, n_kv_heads=None, *, bias=False, causal=False, dropout=0.0)``
+    ``MultiHeadAttention(d_model, n_heads, n_kv_heads=None, *, bias=False, causal=False, dropout=0.0,
+    window=None, rope=False, rope_base=10000.0, alibi=False)``; ``window=W`` (with ``causal=True``)
+    limits each query to the causal sliding window ``0 <= i - j < W``.
 
-    ``forward(x: (B, T, C), *, mask=None, return_weights=False) -> (B, T, C)``, and the
-    attention weights ``(B, H, T, T)`` (before dropout) if ``return_weights``.
-    ``mask``: bool broadcastable to ``(B, H, T, T)``, True = may attend (e.g. the key padding
+    Positions inside attention: ``rope=True`` rotates q and k (half-split RoPE, chapter 10) at
+    their absolute positions before the cache sees k; ``rope_inv_freq`` / ``rope_attention_factor``
+    (attributes) apply a context-extension transform. ``alibi=True`` adds ``-m_h·(i - j)``
+    (chapter 11; ``-m_h·|i - j|`` when not causal) computed from the same positions.
+
+    ``forward(x: (B, T, C), *, mask=None, return_weights=False, cache=None, start_pos=0) -> (B, T, C)``,
+    and the attention weights ``(B, H, T, Tk)`` (before dropout) if ``return_weights``.
+    ``mask``: bool broadcastable to ``(B, H, T, Tk)``, True = may attend (e.g. the key padding
     mask ``attncourse.masks.padding_mask(lengths, T)`` of shape ``(B, 1, 1, T)``).
+
+    Decoding with a KV cache (causal only): ``x`` holds the new tokens at absolute positions
+    ``start_pos .. start_pos+T-1``, and ``cache`` (a :mod:`attncourse.kvcache` cache of this
+    layer) supplies the earlier keys and values; the mask is built from positions
+    (:func:`attncourse.kvcache.position_mask`), so ``Tk`` is whatever the cache returns.
 
     Raises ValueError naming the numbers for a bad configuration (``d_model % n_heads``,
     ``n_heads % n_kv_heads``, non-positive sizes) and naming the shapes for an input whose
@@ -235,12 +287,25 @@ class MultiHeadAttention(_ProjectedAttention):
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *,
-                 bias: bool = False, causal: bool = False, dropout: float = 0.0):
-        super().__init__(d_model, n_heads, n_kv_heads, d_model, bias=bias, causal=causal, dropout=dropout)
+                 bias: bool = False, causal: bool = False, dropout: float = 0.0, window: int | None = None,
+                 rope: bool = False, rope_base: float = 10000.0, alibi: bool = False):
+        super().__init__(d_model, n_heads, n_kv_heads, d_model, bias=bias, causal=causal, dropout=dropout,
+                         window=window, rope=rope, rope_base=rope_base, alibi=alibi)
 
-    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, return_weights: bool = False,
+                cache=None, start_pos: int = 0):
         _check_width(x, self.d_model, "MultiHeadAttention input x")
-        return self._attend(x, x, mask, return_weights)
+        if cache is not None:
+            if not self.causal:
+                raise ValueError("MultiHeadAttention: a KV cache needs causal=True (decoding is causal)")
+            ring = getattr(cache, "window", None)
+            if ring is not None and (self.window is None or ring < self.window):
+                raise ValueError(f"MultiHeadAttention: a rolling cache of {ring} slots cannot serve "
+                                 f"window={self.window} (it would drop keys the queries still see)")
+            if cache.n_kv_heads != self.n_kv_heads or cache.head_dim != self.d_head:
+                raise ValueError(f"MultiHeadAttention: the cache holds Hkv={cache.n_kv_heads}, D={cache.head_dim}; "
+                                 f"this layer has n_kv_heads={self.n_kv_heads}, d_head={self.d_head}")
+        return self._attend(x, x, mask, return_weights, cache=cache, start_pos=start_pos)
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention, *, causal: bool = False) -> "MultiHeadAttention":

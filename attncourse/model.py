@@ -38,7 +38,7 @@ from attncourse.masks import padding_mask
 from attncourse.multihead import CrossAttention, MultiHeadAttention
 from attncourse.positions import sinusoidal_positions
 
-__all__ = ["RMSNorm", "make_norm", "MLP", "Block", "DecoderBlock", "TinyGPT", "TinySeq2Seq", "Seq2SeqWeights",
+__all__ = ["RMSNorm", "rms_norm", "make_norm", "MLP", "Block", "DecoderBlock", "TinyGPT", "TinySeq2Seq", "Seq2SeqWeights",
            "train", "accuracy", "TrainResult"]
 
 
@@ -67,9 +67,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(y.dtype)).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(mean(x², last dim) + eps) * weight``; statistics in float32 for fp16/bf16, dtype kept."""
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * weight.to(y.dtype)).to(x.dtype)
 
 
 def make_norm(kind: str, d_model: int) -> nn.Module:

@@ -1,0 +1,50 @@
+"""Chapter 13's classic mistakes lose points in their own exercise, and only there."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attncourse.grading.grader import grade_paths
+from test_grading_fairness import HIDDEN, mutated
+
+MISTAKES = {
+    "rms_norm": "return (x - x.mean(-1, keepdim=True)) * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight",
+    "swiglu": "return (F.silu(x @ w_up) * (x @ w_gate)) @ w_down",
+    "rope": """D = x.shape[-1]
+theta = (base ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)).float()
+ang = positions.float()[..., None] * theta
+if positions.dim() == 2:
+    ang = ang[:, None]
+a, b = x[..., 0::2], x[..., 1::2]
+return torch.stack([a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()], -1).flatten(-2)""",
+}
+LAYER_WINDOW_OFF_BY_ONE = """B, T, C = x.shape
+D = C // n_heads
+h = rms_norm(x, weights["attn_norm"], eps)
+q = (h @ weights["w_q"]).view(B, T, n_heads, D).transpose(1, 2)
+k = (h @ weights["w_k"]).view(B, T, n_kv_heads, D).transpose(1, 2)
+v = (h @ weights["w_v"]).view(B, T, n_kv_heads, D).transpose(1, 2)
+q, k = rope(q, positions, base), rope(k, positions, base)
+i = torch.arange(T)
+lag = i[:, None] - i[None, :]
+keep = lag >= 0 if window is None else (lag >= 0) & (lag <= window)
+k, v = k.repeat(1, n_heads // n_kv_heads, 1, 1), v.repeat(1, n_heads // n_kv_heads, 1, 1)
+out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+x = x + out.transpose(1, 2).reshape(B, T, C) @ weights["w_o"]
+return x + swiglu(rms_norm(x, weights["mlp_norm"], eps), weights["w_gate"], weights["w_up"], weights["w_down"])"""
+
+
+@pytest.mark.slow
+def test_classic_mistakes_cost_points_only_where_they_are(tmp_path):
+    a = mutated("13_comparison", tmp_path / "a", MISTAKES) if (tmp_path / "a").mkdir() is None else None
+    b = mutated("13_comparison", tmp_path / "b", {"decoder_layer": LAYER_WINDOW_OFF_BY_ONE}) \
+        if (tmp_path / "b").mkdir() is None else None
+    ra, rb = grade_paths([a, b], tests_dir=HIDDEN, jobs=2)
+    sa = {e.id: (e.score, e.max_score) for e in ra.exercises}
+    for ex in MISTAKES:
+        assert sa[ex][0] < 0.6 * sa[ex][1], (ex, sa[ex])
+    assert sa["decoder_layer"][0] == sa["decoder_layer"][1], "the layer is graded with the reference parts"
+    sb = {e.id: (e.score, e.max_score) for e in rb.exercises}
+    assert sb["decoder_layer"][0] < 0.7 * sb["decoder_layer"][1], sb
+    assert all(s == m for ex, (s, m) in sb.items() if ex != "decoder_layer"), sb

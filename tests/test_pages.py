@@ -112,3 +112,18 @@ def test_no_stray_generator_output(path):
         for out in cell.get("outputs", []):
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
             assert "torch._C.Generator" not in text, f"{path.name} cell {i} prints a Generator object: use `_ = ...`"
+
+
+def test_chapter_map_lists_every_chapter_with_its_points():
+    from attncourse.grading.release import parse_exercises, read_notebook
+
+    intro = (BOOK / "intro.md").read_text()
+    total = 0
+    for sol in sorted((ROOT / "solutions").glob("*.ipynb")):
+        points = sum(e.points for e in parse_exercises(read_notebook(sol), sol))
+        total += points
+        row = next((line for line in intro.splitlines() if line.startswith(f"| {sol.stem[:2]} |")), None)
+        assert row is not None, f"book/intro.md: the chapter map has no row for {sol.stem}"
+        assert f"{sol.stem}/index" in row and row.rstrip(" |").endswith(f"({points:g})"), \
+            f"book/intro.md: the row of {sol.stem} should link it and end with its {points:g} points"
+    assert f"({total:g} in all" in intro, f"book/intro.md should say the exercises total {total:g} points"

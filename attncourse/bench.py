@@ -658,12 +658,12 @@ def _bench(args) -> int:
         print(f"skipped {s['impl']}: {s['reason']}", file=sys.stderr)
     m = result["metadata"]
     if args.suite == "flash":
-        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} threads, "
+        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
               f"{m['dtype']}, {m['tokens']} tokens per batch, H={m['H']} D={m['D']}, causal={m['causal']}, "
               f"matmul {m['matmul_tflops']:.2f} TFLOP/s, {m['date']}")
         print(format_flash_table(result["rows"]))
     else:
-        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} threads, "
+        print(f"# {m['device_name']} ({m['device']}), torch {m['torch_version']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
               f"{m['dtype']}, B={m['B']} H={m['H']} D={m['D']}, {m['date']}")
         print(format_table(result["rows"]))
     if args.out:
@@ -683,8 +683,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Benchmark attention: median time and peak memory against sequence length. "
                     "Results are printed as a table and, with --out, written as JSON with the "
                     "device, torch version, date and thread count.")
-    p.add_argument("suite", choices=["sdpa", "flash"],
-                   help="sdpa: the eager reference (attncourse.attention) vs torch SDPA, "
+    p.add_argument("suite", nargs="?", default="sdpa", choices=["sdpa", "flash"],
+                   help="(default: sdpa) sdpa: the eager reference (attncourse.attention) vs torch SDPA, "
                         "and on CUDA SDPA pinned to each backend (flash, efficient, cudnn, math); "
                         "flash: chapter 07's benchmark — naive and every SDPA backend, forward and "
                         "forward+backward, time, TFLOP/s, fraction of the measured matmul peak, memory")
@@ -697,9 +697,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", "-B", type=int, default=1, help="batch size B (default: 1)")
     p.add_argument("--heads", type=int, default=4, help="heads H (default: 4)")
     p.add_argument("--head-dim", type=int, default=64, help="head dim D (default: 64)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per point; the median is kept")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per point; the median is kept (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default: 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads, printed with every result (default: 1, as the book's pages; "
+                        "0 = torch's own default, all cores)")
     p.add_argument("--backends", nargs="*", choices=list(SDPA_BACKENDS), default=None,
                    help="SDPA backends to pin and measure (default: all on CUDA, none on CPU)")
     flash = p.add_argument_group("flash suite")
@@ -710,6 +712,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="forward only and/or forward+backward (default: both)")
     flash.add_argument("--tiled", action=argparse.BooleanOptionalAction, default=None,
                        help="also time the Python-level tiled reference attncourse.flash (default: CPU only)")
-    p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--out", help="write the results as JSON to this file (default: print only)")
     p.set_defaults(func=_bench)
     return p

@@ -9,16 +9,11 @@ wrong mask costs only exercise 1.
 """
 from __future__ import annotations
 
-import json
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from attncourse.grading.grader import grade_paths
+from mutants import assert_mistakes_cost_only_their_exercise, grade_mutants
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTION = ROOT / "solutions" / "05_sliding_window.ipynb"
 
 ABS_WINDOW = """
 p = torch.arange(tq).view(-1, 1) + (tk - tq)
@@ -61,37 +56,14 @@ MUTANTS = {  # name: {exercise id: replacement of its solution region}
 MAX_KEPT = {"window_mask": 0.6, "sliding_window_attention": 0.75, "receptive_field": 0.5}  # share of points kept
 
 
-def mutate(changes: dict[str, str], out: Path) -> Path:
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        ex = cell.get("metadata", {}).get("attncourse", {}).get("id")
-        if ex in changes:
-            src = "".join(cell["source"])
-            a, b = src.index("# BEGIN SOLUTION"), src.index("# END SOLUTION")
-            indent = src[src.rfind("\n", 0, a) + 1:a]
-            body = textwrap.indent(textwrap.dedent(changes[ex]).strip("\n"), indent)
-            cell["source"] = (src[:a] + "# BEGIN SOLUTION\n" + body + "\n" + indent + src[b:]).splitlines(True)
-    out.write_text(json.dumps(nb))
-    return out
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mutants05")
-    paths = [mutate(changes, tmp / f"{i}.ipynb") for i, changes in enumerate(MUTANTS.values())]
-    results = grade_paths(paths, tests_dir=ROOT / "tests" / "autograder", jobs=2)
-    return {name: r for name, r in zip(MUTANTS, results)}
+    return grade_mutants("05_sliding_window", MUTANTS, tmp_path_factory.mktemp("mutants05"))
 
 
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_mistakes_lose_points_and_nothing_else_does(graded, name):
-    result = graded[name]
-    assert result.status == "graded", result.error
-    for ex in result.exercises:
-        if ex.id in MUTANTS[name]:
-            assert ex.score <= MAX_KEPT[ex.id] * ex.max_score, f"{name}: {ex.id} kept {ex.score}/{ex.max_score}"
-        else:
-            assert ex.score == ex.max_score, f"{name}: {ex.id} lost points ({ex.score}/{ex.max_score})"
+    assert_mistakes_cost_only_their_exercise(graded[name], MUTANTS[name], name, MAX_KEPT)
 
 
 def test_dense_attention_fails_the_memory_and_unread_keys_tests(graded):

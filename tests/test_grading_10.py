@@ -2,16 +2,11 @@
 that makes them: two mutated copies of the solution are graded with the real grader."""
 from __future__ import annotations
 
-import json
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from attncourse.grading.grader import grade_paths
+from mutants import assert_mistakes_cost_only_their_exercise, grade_mutants
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTION = ROOT / "solutions" / "10_rope.ipynb"
 
 _ROTATE = """
 D = x.shape[-1]; half = D // 2
@@ -39,32 +34,11 @@ MUTANTS = {  # name: {exercise id: replacement of its solution region}
 }
 
 
-def mutate(changes: dict[str, str], out: Path) -> Path:
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        ex = cell.get("metadata", {}).get("attncourse", {}).get("id")
-        if ex in changes:
-            src = "".join(cell["source"])
-            a, b = src.index("# BEGIN SOLUTION"), src.index("# END SOLUTION")
-            indent = src[src.rfind("\n", 0, a) + 1:a]
-            body = textwrap.indent(textwrap.dedent(changes[ex]).strip("\n"), indent)
-            cell["source"] = (src[:a] + "# BEGIN SOLUTION\n" + body + "\n" + indent + src[b:]).splitlines(True)
-    out.write_text(json.dumps(nb))
-    return out
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mutants10")
-    paths = [mutate(changes, tmp / f"{name}.ipynb") for name, changes in MUTANTS.items()]
-    results = grade_paths(paths, tests_dir=ROOT / "tests" / "autograder", jobs=2)
-    return {name: {e.id: e for e in r.exercises} for name, r in zip(MUTANTS, results)}
+    return grade_mutants("10_rope", MUTANTS, tmp_path_factory.mktemp("mutants10"))
 
 
-@pytest.mark.parametrize("name", sorted(MUTANTS))
+@pytest.mark.parametrize("name", list(MUTANTS))
 def test_mistakes_lose_points_and_nothing_else_does(graded, name):
-    for ex_id, ex in graded[name].items():
-        if ex_id in MUTANTS[name]:
-            assert ex.score <= 0.5 * ex.max_score, f"{name}: {ex_id} kept {ex.score}/{ex.max_score}"
-        else:
-            assert ex.score == ex.max_score, f"{name}: {ex_id} lost points ({ex.score}/{ex.max_score})"
+    assert_mistakes_cost_only_their_exercise(graded[name], MUTANTS[name], name, 0.5)

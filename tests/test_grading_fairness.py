@@ -9,15 +9,14 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from attncourse.grading.grader import grade_notebook
 from attncourse.grading.release import stub
+from mutants import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = ROOT / "tests" / "autograder"
@@ -34,34 +33,10 @@ def hidden(chapter: str):
     return sys.modules[name]
 
 
-def replace_solution(nb, exercise_id: str, body: str | None) -> None:
-    """Put ``body`` (or the release stub) in place of every solution region of one exercise."""
-    for cell in nb.cells:
-        if cell.get("metadata", {}).get("attncourse", {}).get("id") != exercise_id:
-            continue
-        out, inside = [], False
-        for line in cell.source.split("\n"):
-            stripped = line.strip()
-            if stripped == "# BEGIN SOLUTION":
-                indent = line[: len(line) - len(line.lstrip())]
-                out.append(stub(exercise_id, indent) if body is None else "\n".join(indent + b for b in body.split("\n")))
-                inside = True
-            elif stripped == "# END SOLUTION":
-                inside = False
-            elif not inside:
-                out.append(line)
-        cell.source = "\n".join(out)
-        return
-    raise AssertionError(f"no exercise {exercise_id}")
-
-
 def mutated(chapter: str, tmp_path: Path, changes: dict[str, str | None]) -> Path:
-    nb = nbformat.read(ROOT / "solutions" / f"{chapter}.ipynb", 4)
-    for ex, body in changes.items():
-        replace_solution(nb, ex, body)
-    path = tmp_path / f"{chapter}.ipynb"
-    nbformat.write(nb, path)
-    return path
+    """The solution with some exercises replaced: by ``code``, or by the release stub for ``None``."""
+    changes = {ex: body if body is not None else stub(ex) for ex, body in changes.items()}
+    return mutate(chapter, changes, tmp_path / f"{chapter}.ipynb")
 
 
 ISOLATED = [c for c in CHAPTERS if any(spec.get("uses") for spec in hidden(c).EXERCISES.values())]

@@ -1,14 +1,13 @@
 """Chapter 08's public checks: the references pass, each classic grouping mistake fails with a specific hint."""
-import math
 
 import pytest
 import torch
 
-from attncourse.checks import check
 from attncourse.checks.ch08_mqa import (reference_decode_intensity, reference_grouped_attention,
                                         reference_mqa_layer)
 from attncourse.core import attention
 from attncourse.masks import causal_mask
+from check_helpers import assert_fails_saying, assert_passes
 
 GOOD = {
     "grouped_attention": reference_grouped_attention,
@@ -37,9 +36,7 @@ def layer_split_kv_as_queries(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=1, caus
 
 @pytest.mark.parametrize("ex_id", sorted(GOOD))
 def test_reference_passes(ex_id, capsys):
-    result = check(ex_id, GOOD[ex_id])
-    assert result and result.passed == result.total > 0
-    assert "all" in capsys.readouterr().out
+    assert_passes(ex_id, GOOD[ex_id], capsys)
 
 
 @pytest.mark.parametrize("ex_id, fn, expect", [
@@ -56,7 +53,4 @@ def test_reference_passes(ex_id, capsys):
      "expected"),
 ])
 def test_classic_mistakes_get_specific_messages(ex_id, fn, expect, capsys):
-    result = check(ex_id, fn)
-    assert not result and result.status == "failed"
-    out = capsys.readouterr().out
-    assert expect in out, out
+    assert_fails_saying(ex_id, fn, expect, capsys)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from attncourse.checks import check
 from attncourse.rope import (apply_rope, half_split_to_interleaved, interleaved_to_half_split, ntk_frequencies,
                              pi_frequencies, rope_frequencies)
+from check_helpers import assert_fails_saying, assert_passes
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,9 +43,7 @@ def rotate_backwards(x, positions, base=10000.0):
 
 @pytest.mark.parametrize("ex_id", sorted(GOOD))
 def test_reference_passes(ex_id, capsys):
-    result = check(ex_id, GOOD[ex_id])
-    assert result and result.passed == result.total > 0
-    assert "all" in capsys.readouterr().out
+    assert_passes(ex_id, GOOD[ex_id], capsys)
 
 
 @pytest.mark.parametrize("ex_id, fn, expect", [
@@ -66,7 +64,4 @@ def test_reference_passes(ex_id, capsys):
     ("rope_ntk", lambda dim, scale, base=10000.0: ntk_frequencies(dim, scale, base), "dtype torch.float32"),
 ])
 def test_classic_mistakes_get_specific_messages(ex_id, fn, expect, capsys):
-    result = check(ex_id, fn)
-    assert not result and result.status == "failed"
-    out = capsys.readouterr().out
-    assert expect in out, out
+    assert_fails_saying(ex_id, fn, expect, capsys)

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from attncourse.checks import check
 from attncourse.checks.ch12_kv_cache import (reference_decode_step, reference_kv_cache_bytes,
                                              reference_read_block_table, reference_ring_write)
 from attncourse.kvcache import gather_blocks
+from check_helpers import assert_fails_saying, assert_passes
 
 GOOD = {
     "kv_cache_bytes": reference_kv_cache_bytes,
@@ -87,9 +87,7 @@ def read_swapped(pool, block_table, length):
 
 @pytest.mark.parametrize("ex_id", sorted(GOOD))
 def test_reference_passes(ex_id, capsys):
-    result = check(ex_id, GOOD[ex_id])
-    assert result and result.passed == result.total > 0
-    assert "all" in capsys.readouterr().out
+    assert_passes(ex_id, GOOD[ex_id], capsys)
 
 
 @pytest.mark.parametrize("ex_id, fn, expect", [
@@ -106,7 +104,4 @@ def test_reference_passes(ex_id, capsys):
     ("read_block_table", read_swapped, "block_table[p // S], at offset p % S"),
 ])
 def test_classic_mistakes_get_specific_messages(ex_id, fn, expect, capsys):
-    result = check(ex_id, fn)
-    assert not result and result.status == "failed"
-    out = capsys.readouterr().out
-    assert expect in out, out
+    assert_fails_saying(ex_id, fn, expect, capsys)

@@ -4,9 +4,15 @@ This module is the only grading code that runs next to learner code, so it trust
 it gets back from that code and the parent trusts nothing it gets back from this process:
 every answer is re-validated by the parent (type, shape, dtype, values).
 
+A child starts in one of two ways. Usually a **zygote** (``child.py zygote CTRL_FD``, see
+:func:`zygote`) that imported torch once forks it, so a restart after a timeout or a crash
+costs a ``fork``, not a new interpreter; otherwise it is spawned as
+``child.py REQ_FD RESP_FD CONFIG_JSON`` and imports torch itself. Either way it confines itself
+before any learner code runs.
+
 Life of a child::
 
-    start: apply limits and confinement, import torch and attncourse  -> {"op": "ready"}
+    start: apply limits and confinement (import torch and attncourse)  -> {"op": "ready"}
     load:  install tripwires, run the setup cell and each exercise cell
            (a {"op": "cell"} note before each, so the parent can blame a cell that hangs
            or ends the process)                                        -> {"op": "loaded"}
@@ -24,36 +30,55 @@ import time
 import traceback
 import types
 
-# Protocol fds and settings come in argv: child.py REQ_FD RESP_FD CONFIG_JSON
-REQ, RESP = int(sys.argv[1]), int(sys.argv[2])
-CONFIG = json.loads(sys.argv[3])
+from attncourse.grading import confine  # stdlib-only module
 
-from attncourse.grading import confine  # noqa: E402  (stdlib-only module)
+# Set by serve(): the protocol fds and the settings (child.py REQ_FD RESP_FD CONFIG_JSON when spawned).
+REQ = RESP = -1
+CONFIG: dict = {}
+_confinement: dict = {}
+torch = wire = None  # imported by _import_torch(), before any learner code
 
-_confinement = {"limits": confine.set_limits(memory_mb=CONFIG["memory_mb"], cpu_seconds=CONFIG["cpu_seconds"],
-                                             file_mb=CONFIG.get("file_mb", 64))}
 
-import torch  # noqa: E402
+def _import_torch() -> None:
+    """What every child needs before learner code: torch (one thread), the reference, the wire."""
+    global torch, wire
+    import torch as _torch
 
-torch.set_num_threads(1)
-import attncourse  # noqa: E402,F401
-import attncourse.core  # noqa: E402,F401
-import attncourse.masks  # noqa: E402,F401
-import torch.nn.functional  # noqa: E402,F401
+    _torch.set_num_threads(1)
+    import attncourse  # noqa: F401
+    import attncourse.core  # noqa: F401
+    import attncourse.masks  # noqa: F401
+    import torch.nn.functional  # noqa: F401
+    from attncourse.grading import wire as _wire
 
-from attncourse.grading import wire  # noqa: E402
+    torch, wire = _torch, _wire
 
-if CONFIG.get("confine", True):
-    _confinement["capabilities_dropped"] = confine.drop_capabilities()
-    _confinement["seccomp"] = confine.install_seccomp()
-    _confinement["landlock_abi"] = confine.install_landlock(CONFIG.get("read_paths", []),
-                                                            CONFIG.get("write_paths", []))
 
-_write = wire.write_message
+def _confine_self(forked: bool) -> None:
+    """Limits and confinement, applied by this process to itself before any learner code runs."""
+    limits = confine.set_limits(memory_mb=CONFIG["memory_mb"], cpu_seconds=CONFIG["cpu_seconds"],
+                                file_mb=CONFIG.get("file_mb", 64))
+    _confinement.update(start="fork" if forked else "spawn", limits=limits)
+    if not forked:  # a spawned child imports torch under its limits; a forked one has it already
+        _import_torch()
+    _confinement["oom_first"] = confine.prefer_oom_kill()
+    if CONFIG.get("confine", True):
+        _confinement["capabilities_dropped"] = confine.drop_capabilities()
+        _confinement["seccomp"] = confine.install_seccomp()
+        _confinement["landlock_abi"] = confine.install_landlock(CONFIG.get("read_paths", []),
+                                                                CONFIG.get("write_paths", []))
+
+
+def serve(req: int, resp: int, config: dict, *, forked: bool) -> None:
+    """Confine this process, then answer requests on ``req``/``resp`` until told to stop."""
+    global REQ, RESP, CONFIG
+    REQ, RESP, CONFIG = req, resp, config
+    _confine_self(forked)
+    main()
 
 
 def _send(header, blobs=()):
-    _write(RESP, header, list(blobs))
+    wire.write_message(RESP, header, list(blobs))
 
 
 # ----------------------------------------------------------------------------- tripwires
@@ -292,8 +317,112 @@ def main() -> None:
             os._exit(0)
 
 
+# ----------------------------------------------------------------------------- zygote
+def zygote(ctrl_fd: int) -> None:
+    """A fork server: import torch once, then fork a fresh child for every sandbox (re)start.
+
+    Runs only trusted code: it never loads learner cells. It answers two requests on the
+    control socket (a ``SOCK_SEQPACKET`` pair, one JSON message each): ``spawn`` (with the
+    child's two protocol fds attached) forks a child that confines itself and serves them, and
+    ``status`` reports how a child it forked ended. A restart then costs a ``fork`` instead of
+    starting Python and importing torch again. It exits when the grader closes the socket.
+    """
+    import signal
+    import socket
+
+    confine.die_with_parent()
+    _import_torch()
+    ctrl = socket.socket(fileno=ctrl_fd)
+    ended: dict[int, int] = {}
+
+    def reap():
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            ended[pid] = os.waitstatus_to_exitcode(status)
+
+    def reply(obj):
+        ctrl.send(json.dumps(obj).encode())
+
+    signal.signal(signal.SIGCHLD, lambda *_: reap())  # no zombies between requests
+    reply({"op": "ready", "pid": os.getpid(), "threads": len(os.listdir("/proc/self/task"))})
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctrl, 1 << 16, 4)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        try:
+            request = json.loads(data)
+        except ValueError:
+            os._exit(3)
+        reap()
+        if request.get("op") == "status":
+            pid, deadline = int(request["pid"]), time.monotonic() + float(request.get("timeout", 1.0))
+            while pid not in ended and time.monotonic() < deadline:
+                time.sleep(0.01)
+                reap()
+            reply({"pid": pid, "code": ended.pop(pid, None)})
+            continue
+        if request.get("op") != "spawn" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            reply({"error": "bad request"})
+            continue
+        threads = len(os.listdir("/proc/self/task"))
+        if threads != 1:  # forking a threaded process could copy a held lock: let the grader spawn
+            for fd in fds:
+                os.close(fd)
+            reply({"error": f"the zygote has {threads} threads"})
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctrl.close()
+                _forked_child(request, fds)
+            finally:
+                os._exit(4)
+        for fd in fds:
+            os.close(fd)
+        reply({"pid": pid})
+
+
+def _forked_child(request: dict, fds: list[int]) -> None:
+    import signal
+    import tempfile
+
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    req, resp = fds
+    if not request.get("debug"):
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    for name in os.listdir("/proc/self/fd"):  # nothing of the zygote's stays open
+        fd = int(name)
+        if fd > 2 and fd not in (req, resp):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.chdir(request["workdir"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tempfile.tempdir = None
+    serve(req, resp, request["config"], forked=True)
+
+
 if __name__ == "__main__":
     try:
-        main()
+        if sys.argv[1] == "zygote":
+            zygote(int(sys.argv[2]))
+        else:
+            serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), forked=False)
     except BaseException:  # noqa: BLE001
         os._exit(4)

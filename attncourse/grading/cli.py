@@ -41,16 +41,24 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=d.call_timeout,
                    help=f"seconds per call of a learner function (default {d.call_timeout:g})")
     p.add_argument("--memory", type=int, default=d.memory_mb,
-                   help=f"address-space limit of the sandbox in MiB (default {d.memory_mb}; torch alone maps ~600)")
+                   help=f"address-space limit of the sandbox in MiB (default {d.memory_mb}, which fits Gradescope's "
+                        "default 768 MB container; torch alone maps ~625)")
     p.add_argument("--cpu-time", type=int, default=d.cpu_seconds,
                    help=f"CPU seconds per sandbox process (default {d.cpu_seconds})")
     p.add_argument("--total-timeout", type=float, default=d.total_timeout,
-                   help=f"wall seconds per notebook before remaining tests fail (default {d.total_timeout:g})")
+                   help=f"sandbox seconds per notebook, from its first ready sandbox: loading, restarts and calls "
+                        f"stop there and the remaining tests fail at once (default {d.total_timeout:g})")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the Points line")
     p.add_argument("--debug", action="store_true",
                    help="show pytest's own output and the sandbox's stderr (instructors only: may show hidden tests)")
     p.set_defaults(func=_grade)
     _extend_release(sub)
+    from attncourse.grading import gradescope, merge
+
+    gradescope.add_parser(sub)
+    merge.add_roster_parser(sub)
+    report = sub.add_parser("report", help="work with grading reports (merge the shards of a class run)")
+    merge.add_merge_parser(report.add_subparsers(dest="report_command", required=True))
 
 
 def _grade(args) -> int:
@@ -102,6 +110,11 @@ def _grade(args) -> int:
     if not args.quiet:
         print(to_markdown(results).rsplit("Points", 1)[0].rstrip())
         print("reports: " + ", ".join(str(w) for w in written))
+        mem = [r.sandbox.get("peak_rss_mb", {}) for r in results if r.sandbox]
+        if mem:
+            print("peak memory per job (MiB, resident): grader {}, sandbox {}, zygote {} "
+                  "(size --jobs by their sum)".format(*(max(m.get(k, 0) for m in mem)
+                                                       for k in ("grader", "sandbox", "zygote"))))
     print(f"Points {score:g}/{max_score:g}")
     return EXIT_OK
 

@@ -53,6 +53,33 @@ def set_limits(*, memory_mb: int, cpu_seconds: int, file_mb: int = 64) -> dict:
     return done
 
 
+def prefer_oom_kill() -> bool:
+    """Make this process the kernel's first choice when the machine (or container) runs out of memory.
+
+    Gradescope's default container has 768 MB: if learner code and the grader together exceed
+    it, the OOM killer must end the sandbox (a "crash" the grader reports), never the grader
+    (no results at all). Raising one's own ``oom_score_adj`` needs no privilege.
+    """
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+        return True
+    except OSError:
+        return False
+
+
+def die_with_parent() -> bool:
+    """Linux: get SIGKILL when the parent (the grader) dies, so no helper outlives grading."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(1, 9, 0, 0, 0) == 0  # PR_SET_PDEATHSIG, SIGKILL
+        return ok and os.getppid() != 1
+    except Exception:  # noqa: BLE001
+        return False
+
+
 # ----------------------------------------------------------------------------- Linux bits
 _libc = None
 

@@ -24,12 +24,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from attncourse.grading.sandbox import Limits, Sandbox, SandboxError
+from attncourse.grading.sandbox import Limits, Sandbox, SandboxError, close_zygotes
 from attncourse.grading.submission import NO_CHAPTER, Submission, extract, read_submission
 from attncourse.grading.testkit import GradingFailure, LearnerFailure
 
@@ -124,6 +124,7 @@ class _Learner:
                    "crash": f"your function ended the process it ran in ({exc}); "
                             "do not call exit() or os._exit(), and stay within the memory limit",
                    "protocol": "your code interfered with the grader's communication channel",
+                   "startup": f"the grader could not restart the sandbox for this test ({exc})",
                    }.get(exc.kind, str(exc))
             raise LearnerFailure(msg, exc.kind) from None
         fname = self._exercises[exercise]["function"]
@@ -165,6 +166,12 @@ class _Plugin:
         self.config_error: str | None = None
         self._learner = None
 
+    def pytest_configure(self, config):
+        # pytest's failure reports are never shown (they could leak hidden values), and formatting
+        # each one with its source costs ~0.1-0.7 s a failing test: a stub would spend most of its
+        # grading time there. "no" skips the source lookups.
+        config.option.tbstyle = "no"
+
     # collection is finished: tests and references are imported; now run the learner's cells
     def pytest_collection_finish(self, session):
         modules = {item.module for item in session.items if hasattr(item, "module")}
@@ -195,6 +202,9 @@ class _Plugin:
             report = self.load_report = self.sandbox.load({"op": "load", "cells": cells, "forbidden": forbidden,
                                                            "uses": uses})
         except SandboxError as exc:
+            if exc.kind == "startup":  # no learner code ran yet: the machine's fault, not the learner's
+                self.config_error = str(exc)
+                raise pytest.UsageError(self.config_error)
             self.fatal = f"the sandbox could not run the notebook's cells ({exc})"
             for ex in specs:
                 self.unavailable.setdefault(ex, self.fatal)
@@ -360,6 +370,42 @@ def which_chapter(path, meta_chapter: str | None, assignment: str | None, known:
     return None, None
 
 
+SANDBOX_KEYS = {"env": dict, "read_paths": list, "memory_mb": int}
+
+
+def sandbox_options(test_file: Path) -> dict:
+    """The optional ``SANDBOX = {...}`` table of a hidden test module, read without importing it.
+
+    A chapter whose learner code needs more than the default sandbox says so here, as a literal::
+
+        SANDBOX = {"env": {"TRITON_INTERPRET": "1"},       # added to the child's environment
+                   "read_paths": ["/opt/triton-cache"],     # more folders the child may read
+                   "memory_mb": 2048}                       # at least this much address space
+
+    It must be known before the sandbox starts (torch imports there while pytest collects), so
+    it is read from the file's source with :func:`ast.literal_eval`. Hidden folders (the tests,
+    the submissions) stay unreadable whatever ``read_paths`` says.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(Path(test_file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SANDBOX" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                raise GraderError(f"{test_file}: SANDBOX must be a literal dict") from None
+            if not isinstance(value, dict) or any(k not in SANDBOX_KEYS or not isinstance(v, SANDBOX_KEYS[k])
+                                                  for k, v in value.items()):
+                raise GraderError(f"{test_file}: SANDBOX may only have {', '.join(SANDBOX_KEYS)} "
+                                  "(a dict of strings, a list of paths, an int)")
+            return value
+    return {}
+
+
 def chapters_in(tests_dir: Path) -> list[str]:
     return sorted(p.stem[len("test_"):] for p in Path(tests_dir).glob("test_*.py"))
 
@@ -385,8 +431,20 @@ def _preload() -> None:
 
 
 def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, limits: Limits = Limits(),
-                   chapter: str | None = None, debug: bool = False) -> SubmissionResult:
-    """Grade one notebook; never raises for anything the submission does."""
+                   chapter: str | None = None, debug: bool = False, keep_zygote: bool = False) -> SubmissionResult:
+    """Grade one notebook; never raises for anything the submission does.
+
+    ``keep_zygote``: leave this process's sandbox zygote running for the next notebook
+    (:func:`grade_paths` does, and stops it at the end); by default nothing outlives the call.
+    """
+    try:
+        return _grade_notebook(path, tests_dir=tests_dir, limits=limits, chapter=chapter, debug=debug)
+    finally:
+        if not keep_zygote:
+            close_zygotes()
+
+
+def _grade_notebook(path, *, tests_dir, limits, chapter, debug) -> SubmissionResult:
     _preload()
     t0 = time.perf_counter()
     path = str(path)
@@ -409,7 +467,11 @@ def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, lim
         return SubmissionResult(path, chap, 0.0, 0.0, "error", why, [], [], [], round(time.perf_counter() - t0, 3), {},
                                 chapter_source=source)
 
-    sandbox = Sandbox(limits, hidden_paths=[str(tests_dir), str(Path(path).resolve().parent)], debug=debug)
+    options = sandbox_options(test_file)
+    if options.get("memory_mb"):
+        limits = replace(limits, memory_mb=max(limits.memory_mb, int(options["memory_mb"])))
+    sandbox = Sandbox(limits, hidden_paths=[str(tests_dir), str(Path(path).resolve().parent)], debug=debug,
+                      env=options.get("env"), read_paths=options.get("read_paths", ()))
     if error is None:
         sandbox.start()  # torch imports in the child while pytest collects here
     plugin = _Plugin(path, sandbox, error)
@@ -436,6 +498,9 @@ def grade_notebook(path: str | Path, *, tests_dir: str | Path | None = None, lim
             sandbox.stop()
     if debug:
         print(sink.getvalue(), file=sys.stderr)
+    if plugin.config_error and plugin.config_error.startswith("the sandbox could not start"):
+        raise GraderError(f"{plugin.config_error}; no learner code ran, so this is the grading machine's "
+                          "problem (too busy? --memory too low for torch?): rerun, with --debug to see more")
     if plugin.config_error:
         raise GraderError(f"the hidden tests in {test_file} are misconfigured: {plugin.config_error}")
     if int(code) not in (0, 1) or not plugin.exercises:
@@ -467,6 +532,12 @@ def _assemble(path, chapter, plugin: _Plugin, sandbox: Sandbox, elapsed: float, 
         mine = [t for t in plugin.results if t.exercise == ex and t.status != "skipped"]
         total_w = sum(t.weight for t in mine) or 1.0
         points = float(spec.get("points", total_w))
+        if not mine and spec.get("optional"):
+            # an optional exercise this grader cannot run (every test skipped, e.g. no Triton): worth 0 of 0
+            exercises.append(ExerciseResult(ex, spec["function"], 0.0, 0.0, 0, 0, None,
+                                            ["not graded here: its hidden tests need something this grading "
+                                             "machine does not have (e.g. Triton), so it counts 0 of 0 points"]))
+            continue
         for t in mine:
             t.max_score = points * t.weight / total_w
             t.score = t.max_score if t.status == "passed" else 0.0
@@ -484,7 +555,8 @@ def _assemble(path, chapter, plugin: _Plugin, sandbox: Sandbox, elapsed: float, 
     tests.extend(orphans)
     notes = [n for n in ([sub.setup_note] if sub and sub.setup_note else [])]
     info = {"confinement": sandbox.confinement, "restarts": sandbox.restarts,
-            "limits": asdict(sandbox.limits)}
+            "limits": asdict(sandbox.limits), "peak_rss_mb": sandbox.memory(),
+            "strikes": {ex: list(v) for ex, v in sandbox.strikes.items()}, **sandbox.timing()}
     score = round(sum(e.score for e in exercises), 6)
     max_score = round(sum(e.max_score for e in exercises), 6)
     return SubmissionResult(path, chapter, score, max_score, "error" if error else "graded", error,
@@ -505,7 +577,7 @@ def expand(paths) -> list[Path]:
 def _grade_one(args):
     path, kwargs = args
     try:
-        return grade_notebook(path, **kwargs)
+        return grade_notebook(path, keep_zygote=True, **kwargs)
     except GraderError as exc:
         return exc
 
@@ -514,7 +586,10 @@ def grade_paths(paths, *, jobs: int = 1, **kwargs) -> list[SubmissionResult]:
     """Grade every notebook in ``paths`` (files or folders), ``jobs`` at a time."""
     files = expand(paths)
     if jobs <= 1 or len(files) <= 1:
-        results = [_grade_one((f, kwargs)) for f in files]
+        try:
+            results = [_grade_one((f, kwargs)) for f in files]
+        finally:
+            close_zygotes()
     else:
         import multiprocessing as mp
 

@@ -22,7 +22,11 @@ format         file                for
         "status": "graded" | "error", "error": str | null,   # error: nothing could be graded
         "notes": [str],                                      # e.g. about the setup cell
         "execution_time": seconds,
-        "sandbox": {"confinement": {...}, "restarts": int, "limits": {...}},
+        "sandbox": {"confinement": {...}, "restarts": int, "limits": {...},
+                    "strikes": {exercise id: [str]},           # timeouts, crashes, out-of-memory
+                    "peak_rss_mb": {"grader", "sandbox", "zygote"},  # resident MiB, to size --jobs
+                    "startup_s": seconds | null,               # until the first child was ready
+                    "sandbox_s": seconds},                     # sandbox time used (--total-timeout)
         "exercises": [{"id", "function", "score", "max_score", "passed", "total",
                        "problem": str | null,              # why every test of it failed
                        "notes": [str]}],

@@ -29,7 +29,8 @@ SDPA_NAMES = ("scaled_dot_product_attention", "_scaled_dot_product_attention_mat
               "_scaled_dot_product_flash_attention", "multi_head_attention_forward", "MultiheadAttention",
               "flex_attention")
 # attncourse modules an exercise cell may import (everything else is the reference)
-ALLOWED_ATTNCOURSE = ("attncourse.checks", "attncourse.viz", "attncourse.testing")
+# (triton_support: chapter 07's scaffolding for Triton kernels, explicitly not a reference)
+ALLOWED_ATTNCOURSE = ("attncourse.checks", "attncourse.viz", "attncourse.testing", "attncourse.triton_support")
 
 
 @dataclass

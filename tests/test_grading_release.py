@@ -19,7 +19,9 @@ def test_learner_repo_has_no_solutions_or_hidden_tests(tmp_path):
     assert run.returncode == 0, run.stderr + run.stdout
     files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert "notebooks/01_sdpa.ipynb" in files and "attncourse/__init__.py" in files
-    assert ".github/workflows/classroom.yml" in files
+    assert ".github/workflows/classroom.yml" in files and ".github/workflows/book.yml" in files
+    assert "benchmarks/results/extrapolation.json" in files          # the book plots committed results
+    assert not any(f.startswith("benchmarks/") and f.endswith(".py") for f in files)
     assert not any(f.startswith(("solutions/", "tests/")) for f in files)
     assert not any("__pycache__" in f for f in files)
     for nb in dest.rglob("*.ipynb"):

@@ -1,9 +1,9 @@
 """Write the learner repository: what a GitHub Classroom template (or a public course) holds.
 
 ``attncourse release --learner-repo DIR`` copies an allow-list — the book, the released
-notebooks, the ``attncourse`` package, the packaging files, the README and the Classroom
-workflow — and nothing else: no ``solutions/``, no ``tests/`` (so no hidden tests), no
-benchmarks or CI scripts. It refuses to write if the released notebooks are stale, and checks
+notebooks, the ``attncourse`` package, the committed benchmark results the book plots, the
+packaging files, the README and the Classroom and book workflows — and nothing else: no
+``solutions/``, no ``tests/`` (so no hidden tests), no benchmark or CI scripts. It refuses to write if the released notebooks are stale, and checks
 that no copied notebook contains a solution marker. DIR must be empty or an earlier learner repo
 (recognised by its ``.attncourse-learner-repo`` marker); its ``.git`` is kept.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 from attncourse.grading.release import BEGIN, END, release
 
 MARKER = ".attncourse-learner-repo"
-COPY_TREES = ["book", "notebooks", "attncourse", "binder"]
-COPY_FILES = ["_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "README.md", "LICENSE",
-              "LICENSE.md", ".gitignore", ".github/workflows/classroom.yml"]
+COPY_TREES = ["book", "notebooks", "attncourse", "binder", "benchmarks/results"]  # results: the book plots them
+COPY_FILES = ["_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "requirements-triton.txt",
+              "README.md", "LICENSE", "LICENSE.md", ".gitignore", ".github/workflows/classroom.yml",
+              ".github/workflows/book.yml"]
 SKIP = ("__pycache__", ".ipynb_checkpoints", "_build", ".pytest_cache")
 
 

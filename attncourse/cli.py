@@ -46,6 +46,9 @@ DESCRIPTION = """The attncourse command.
 
   attncourse release    write the learner notebooks (notebooks/) from the solutions (solutions/)
   attncourse grade      grade submitted notebooks with the hidden tests (learner code runs sandboxed)
+  attncourse gradescope build a Gradescope autograder.zip for one chapter
+  attncourse roster     plan, shard and fetch a class's repositories for grading in CI
+  attncourse report     merge the reports of sharded grading jobs (CSV, JSON, Markdown)
   attncourse bench      time attention implementations and measure their peak memory
 
 Run `attncourse <command> --help` for a command's options."""

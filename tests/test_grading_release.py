@@ -21,6 +21,7 @@ def test_learner_repo_has_no_solutions_or_hidden_tests(tmp_path):
     assert "notebooks/01_sdpa.ipynb" in files and "attncourse/__init__.py" in files
     assert ".github/workflows/classroom.yml" in files and ".github/workflows/book.yml" in files
     assert "benchmarks/results/extrapolation.json" in files          # the book plots committed results
+    assert "_static/attncourse.css" in files                         # and loads the theme fixes
     assert not any(f.startswith("benchmarks/") and f.endswith(".py") for f in files)
     assert not any(f.startswith(("solutions/", "tests/")) for f in files)
     assert not any("__pycache__" in f for f in files)

@@ -15,7 +15,8 @@ from pathlib import Path
 from attncourse.grading.release import BEGIN, END, release
 
 MARKER = ".attncourse-learner-repo"
-COPY_TREES = ["book", "notebooks", "attncourse", "binder", "benchmarks/results"]  # results: the book plots them
+COPY_TREES = ["book", "notebooks", "attncourse", "binder", "benchmarks/results",  # results: the book plots them
+              "_static"]  # the theme fixes the book loads
 COPY_FILES = ["_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "requirements-triton.txt",
               "README.md", "LICENSE", "LICENSE.md", ".gitignore", ".github/workflows/classroom.yml",
               ".github/workflows/book.yml"]

@@ -40,7 +40,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -331,6 +330,15 @@ def device_name(device="cpu") -> str:
     return _cpu_model()
 
 
+def write_result(result: dict, path: str | os.PathLike) -> None:
+    """Write a benchmark's result as indented JSON (making its folder) and say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
 def metadata(device="cpu", **extra) -> dict:
     """Where and when a measurement was taken: device, torch version, date, threads."""
     device = torch.device(device)
@@ -533,7 +541,7 @@ def run_flash_suite(lengths: Sequence[int], *, device="cpu", dtype: torch.dtype 
                     else:
                         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
 
-                        def call(qg=qg, kg=kg, vg=vg, fn=fn):
+                        def call(qg=qg, kg=kg, vg=vg, fn=fn, do=do):
                             fn(qg, kg, vg, causal=causal).backward(do)
                             qg.grad = kg.grad = vg.grad = None
                     seconds = time_fn(call, q, repeats=repeats, warmup=warmup)
@@ -667,12 +675,7 @@ def _bench(args) -> int:
               f"{m['dtype']}, B={m['B']} H={m['H']} D={m['D']}, {m['date']}")
         print(format_table(result["rows"]))
     if args.out:
-        out_dir = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(out_dir, exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.out}")
+        write_result(result, args.out)
     return 0
 
 

@@ -228,7 +228,6 @@ def flash_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     cdt = compute_dtype(q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     offset = tk - tq
-    lead = q.shape[:-2]
     delta = (do.to(cdt) * o.to(cdt)).sum(dim=-1)          # (..., Tq)  D_i = rowsum(dO ∘ O)
     dq = torch.zeros(q.shape, dtype=cdt, device=q.device)
     dk = torch.zeros(k.shape, dtype=cdt, device=q.device)

@@ -21,7 +21,6 @@ held-out accuracy on 1000 fixed test sequences.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from attncourse import data  # noqa: E402
-from attncourse.bench import metadata  # noqa: E402
+from attncourse.bench import metadata, write_result  # noqa: E402
 from attncourse.gqa import convert_to_gqa  # noqa: E402
 from attncourse.model import TinyGPT, accuracy, train  # noqa: E402
 
@@ -141,11 +140,7 @@ def main(argv=None) -> int:
               "sweep": sweep(args.steps, seeds, test),
               "conversion": conversion(args.steps, args.uptrain, seeds, test)}
     result["metadata"]["total_seconds"] = time.perf_counter() - t0
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

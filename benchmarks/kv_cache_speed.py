@@ -17,7 +17,6 @@ Two measurements, each in one run on one machine (ratios are what to compare):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from attncourse.bench import metadata, peak_memory, time_fn  # noqa: E402
+from attncourse.bench import metadata, peak_memory, time_fn, write_result  # noqa: E402
 from attncourse.kvcache import ConcatKVCache, KVCache  # noqa: E402
 from attncourse.model import TinyGPT  # noqa: E402
 
@@ -112,11 +111,7 @@ def main(argv=None) -> int:
                                    statistic="generation: fastest of repeats (no cache: one run); append: median",
                                    command="python benchmarks/kv_cache_speed.py"),
               "generation": gen, "append": app}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

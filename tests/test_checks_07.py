@@ -18,12 +18,7 @@ from attncourse.triton_support import HAVE_TRITON
 SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "07_flash.ipynb"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cells():

@@ -7,13 +7,7 @@ from attncourse.rope import (apply_rope, half_split_to_interleaved, interleaved_
 from check_helpers import assert_fails_saying, assert_passes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and on a busy CI machine much faster (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 GOOD = {

@@ -24,13 +24,7 @@ from attncourse.masks import causal_mask
 from attncourse.testing import assert_matches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiles are tiny: one intra-op thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(*shape, dtype=torch.float64, seed=0, scale=1.0):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attncourse.grading import wire
-from attncourse.grading.grader import grade_notebook, grade_paths
+from attncourse.grading.grader import grade_paths
 from attncourse.grading.release import read_notebook
 from attncourse.grading.report import FORMATS, write_reports
 from attncourse.grading.submission import extract, static_violations

@@ -155,15 +155,6 @@ def test_seq2seq_generate():
 
 
 # ---------------------------------------------------------------------------- training
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread; two threads on a busy 2-core box can be 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_training_reduces_loss_tinygpt_copying():
     torch.manual_seed(0)

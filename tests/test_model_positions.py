@@ -13,13 +13,7 @@ from attncourse.rope import apply_rope, pi_frequencies, yarn_frequencies
 from attncourse.testing import assert_matches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and on a busy CI machine much faster (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(pos, **kw):

@@ -16,13 +16,7 @@ from attncourse.rope import (apply_rope, half_split_permutation, half_split_to_i
 from attncourse.testing import assert_matches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and on a busy CI machine much faster (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rand(*shape, seed=0, dtype=torch.float64):

@@ -21,7 +21,6 @@ import torch
 from attncourse.checks import case
 from attncourse.core import attention
 from attncourse.flash import flash_attention_backward, flash_attention_forward, hbm_accesses, online_softmax_stats
-from attncourse.masks import causal_mask
 from attncourse.testing import compare
 
 

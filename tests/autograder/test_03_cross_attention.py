@@ -30,7 +30,6 @@ import torch
 
 from attncourse.checks.ch03_cross_attention import (
     key_padding_mask_problem, reference_alignment, reference_cross_attention, reference_decoder_layer,
-    reference_key_padding_mask,
 )
 from attncourse.grading.testkit import LOW_PRECISION, Foreign, Mismatch, dname, expect, expect_true, gen, rand
 

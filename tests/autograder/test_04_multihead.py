@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from attncourse.core import attention
-from attncourse.grading.testkit import Foreign, Mismatch, dname, expect, expect_true, forbid, gen, rand
+from attncourse.grading.testkit import Foreign, Mismatch, dname, expect, expect_true, forbid, rand
 from attncourse.masks import causal_mask
 from attncourse.checks.ch04_multihead import gpt2_attention_state, reference_causal_self_attention
 from attncourse.multihead import attention_param_count, merge_heads, split_heads

@@ -41,7 +41,7 @@ import torch
 
 from attncourse.core import attention
 from attncourse.flash import flash_attention_backward, flash_attention_forward, hbm_accesses, online_softmax_stats
-from attncourse.grading.testkit import Foreign, dname, expect, expect_true, gen, rand
+from attncourse.grading.testkit import Foreign, dname, expect, expect_true, rand
 from attncourse.masks import causal_mask
 
 EXERCISES = {

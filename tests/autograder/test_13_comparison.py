@@ -26,7 +26,7 @@ import torch
 from attncourse.checks.ch13_comparison import (
     random_weights, reference_decoder_layer, reference_rms_norm, reference_rope, reference_swiglu,
 )
-from attncourse.grading.testkit import LOW_PRECISION, dname, expect, expect_true, forbid, gen, rand
+from attncourse.grading.testkit import LOW_PRECISION, dname, expect, expect_true, forbid, rand
 
 _CH = "attncourse.checks.ch13_comparison."
 EXERCISES = {

@@ -123,3 +123,19 @@ def test_cli_exit_status_and_outputs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "attncourse.cli", "grade", str(RELEASED),
                           "--tests", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_error_messages_are_explained_and_cut_at_a_boundary():
+    from attncourse.grading.child import _clip, _describe
+
+    x = torch.ones(3, requires_grad=True)
+    y = torch.softmax(x, 0)
+    y[0] = 0.0                                    # in place on a tensor softmax's backward needs
+    with pytest.raises(RuntimeError) as info:
+        y.sum().backward()
+    message = _describe(info.value)["message"]
+    assert "changed in place" in message and "output 0 of Softmax" in message and "torch.where" in message
+    long = "A first sentence long enough to keep. " + "word " * 100
+    assert _clip(long, 60) == "A first sentence long enough to keep."
+    assert _clip("word " * 100, 40).endswith("word…") and len(_clip("word " * 100, 40)) <= 40
+    assert _clip("short") == "short"

@@ -5,7 +5,10 @@ Mutant A: the causal window written as |i - j| < W, a blocked attention whose bl
 of the previous block, and a receptive field of L·W. Mutant B: top-left alignment of the mask and a
 dense attention that builds the full (Tq, Tk) scores. ``streaming_mask`` and
 ``sliding_window_attention`` call ``window_mask``: the grader supplies the reference for it, so a
-wrong mask costs only exercise 1.
+wrong mask costs only exercise 1. Mutant C: mistakes on one axis the exercise text names (a mask
+offset clamped at 0, wrong only for Tq > Tk; a scale of 1/√Dv; a wrong bidirectional receptive field).
+Mutant D: weights zeroed in place, right outputs but no gradient. Each costs at least 30% of its
+exercise.
 """
 from __future__ import annotations
 
@@ -48,12 +51,43 @@ L_TIMES_W = """
 return layers * window if causal else 2 * layers * window
 """
 
+CLAMPED_OFFSET = """
+p = torch.arange(tq).view(-1, 1) + max(tk - tq, 0)    # wrong when Tq > Tk
+d = p - torch.arange(tk).view(1, -1)
+return (d >= 0) & (d < window) if causal else d.abs() < window
+"""
+_SWA = """
+tq, tk = q.shape[-2], k.shape[-2]
+outs = []
+for i0 in range(0, tq, block):
+    i1 = min(i0 + block, tq)
+    hi, lo = i1 + tk - tq, max(i0 + tk - tq - window + 1, 0)
+    if hi <= 0:
+        outs.append(q.new_zeros(*q.shape[:-2], i1 - i0, v.shape[-1]))
+        continue
+    s = q[..., i0:i1, :] @ k[..., lo:hi, :].transpose(-2, -1) / math.sqrt({width}.shape[-1])
+    keep = window_mask(i1 - i0, hi - lo, window)
+    w = torch.softmax(s.masked_fill(~keep, float("-inf")), -1)
+    {zero_rows}
+    outs.append(w @ v[..., lo:hi, :])
+return torch.cat(outs, dim=-2)
+"""
+SCALED_BY_DV = _SWA.format(width="v", zero_rows="w = torch.where(keep.any(-1, keepdim=True), w, 0.0)")
+IN_PLACE = _SWA.format(width="q", zero_rows="w[w.isnan()] = 0.0                   # in place: backward fails")
+WRONG_BIDIRECTIONAL = """
+return layers * (window - 1) + 1 if causal else layers * (2 * window - 1)
+"""
+
 MUTANTS = {  # name: {exercise id: replacement of its solution region}
     "abs_window+forgets_block+LW": {"window_mask": ABS_WINDOW, "sliding_window_attention": FORGETS_PREVIOUS_BLOCK,
                                     "receptive_field": L_TIMES_W},
     "top_left+dense": {"window_mask": TOP_LEFT, "sliding_window_attention": DENSE},
+    "clamped_offset+scaled_by_dv+wrong_bidirectional": {"window_mask": CLAMPED_OFFSET,
+                                                         "sliding_window_attention": SCALED_BY_DV,
+                                                         "receptive_field": WRONG_BIDIRECTIONAL},
+    "in_place_zeroing": {"sliding_window_attention": IN_PLACE},
 }
-MAX_KEPT = {"window_mask": 0.6, "sliding_window_attention": 0.75, "receptive_field": 0.5}  # share of points kept
+MAX_KEPT = {"window_mask": 0.6, "sliding_window_attention": 0.7, "receptive_field": 0.6}  # share of points kept
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -207,7 +208,31 @@ def _describe(exc: BaseException, filename_prefix="<cell") -> dict:
     except Exception:
         msg = "(the exception's message could not be shown)"
     first = msg.strip().splitlines()[0] if msg.strip() else ""
-    return {"type": type(exc).__name__[:60], "message": first[:300], "line": line}
+    return {"type": type(exc).__name__[:60], "message": _clip(_explain(first)), "line": line}
+
+
+_IN_PLACE = re.compile(r"modified by an inplace operation: .*?, which is (output \d+ of \w+)")
+
+
+def _explain(message: str) -> str:
+    """Torch messages that learners meet often, said in the course's words."""
+    found = _IN_PLACE.search(message)
+    if found:
+        return (f"the gradient could not be computed: a tensor that backward needs ({found.group(1)}) was changed "
+                "in place. Write it out of place, e.g. with torch.where or masked_fill, instead of x[...] = ..., "
+                "x += ... or x.fill_(...)")
+    return message
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters at a sentence or word boundary, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    end = cut.rfind(". ")
+    if end >= limit // 2:
+        return cut[:end + 1]
+    return cut[:cut.rfind(" ")].rstrip(" ,;:") + "…" if " " in cut else cut + "…"
 
 
 def load(request: dict) -> None:

@@ -7,25 +7,31 @@ the exercise's tests in proportion to their ``points`` marker (default 1).
 
 Coverage:
     - window_mask: causal and bidirectional (positional and keyword flag); Tq = Tk, Tq < Tk (down to a
-      single decoding query), Tq > Tk (all-False rows); W = 1, W > Tk, lengths 1 and 97; exactly W keys
-      per query (catches ``<=``), no future key (catches ``|i - j| < W`` used as causal), bottom-right
-      alignment (catches top-left); bool dtype and (Tq, Tk) shape; rule (no course masks).
+      single decoding query), Tq > Tk (all-False rows; weighted, catches an offset clamped at 0);
+      W = 1, W > Tk, lengths 1 and 97; exactly W keys per query (catches ``<=``), no future key
+      (catches ``|i - j| < W`` used as causal), bottom-right alignment (catches top-left); bool dtype
+      and (Tq, Tk) shape; rule (no course masks).
     - streaming_mask: n_sinks 0, 1, 4 and > Tk; W = 1 and W > Tk; Tq = Tk prefill (sinks must not be
       visible to earlier queries), Tq = 1 decoding, Tq < Tk, Tq > Tk (negative positions see nothing,
       sinks included); bool dtype; rule.
     - sliding_window_attention: from scratch; batch and head dims (1 and >1), Tq = Tk, Tq < Tk, Tq > Tk
       (fully masked rows -> zeros), lengths 1 and 97, block 1, blocks that do not divide T, block > T,
       W = 1, W > Tk, W > block (catches a block that forgets the previous block's keys, or only one
-      previous block), head dim odd and Dv != D; float32 and float64 (dtype kept); scores of magnitude
-      ~20 (masking before the softmax); float64 gradients w.r.t. q, k, v incl. fully masked rows;
-      keys no query can see hold NaN (catches dense attention and blocks against all keys);
-      structural: T = 65,536, W = 16 in the sandbox's 3 GiB address space, where a T×T tensor needs
-      4 GiB even as bool (16 GiB as float32) but the blocked computation needs a few MiB, so any O(T²)
-      tensor fails with out-of-memory and an O(T·W) one passes in well under a second.
+      previous block), head dim odd; Dv != D both ways, weighted (catches 1/√Dv); float32 and float64
+      (dtype kept); scores of magnitude ~20 (masking before the softmax); float64 gradients w.r.t. q,
+      k, v incl. fully masked rows (catches weights zeroed in place, which breaks backward); keys no
+      query can see hold NaN (catches dense attention and blocks against all keys); structural:
+      T = 65,536, W = 16 in the sandbox's 3 GiB address space, where a T×T tensor needs 4 GiB even as
+      bool (16 GiB as float32) but the blocked computation needs a few MiB, so any O(T²) tensor fails
+      with out-of-memory and an O(T·W) one passes in well under a second.
+      Weights: about a third each for values (the case grid), gradients, and structure (unread keys
+      and the long sequence), so a dense solution with right values, or a right one that cannot be
+      trained, keeps at most two thirds.
     - receptive_field: a grid of W and L against L·(W - 1) + 1 (catches L·W and L·(W - 1)); W = 1; L = 1;
-      Mistral's W = 4096, L = 32 -> 131,041; bidirectional 2·L·(W - 1) + 1; large values exact;
-      the exact return type (a Python int, not float/tensor/numpy); agreement with the reach measured
-      from gradients of a real stack of window layers (attncourse.local.gradient_reach); rule.
+      Mistral's W = 4096, L = 32 -> 131,041; bidirectional 2·L·(W - 1) + 1 with as much weight as the
+      causal cases (catches L·(2W - 1)); large values exact; the exact return type (a Python int, not
+      float/tensor/numpy); agreement with the reach measured from gradients of a real stack of window
+      layers (attncourse.local.gradient_reach); rule.
 """
 from __future__ import annotations
 
@@ -119,6 +125,17 @@ def test_window_mask_never_looks_ahead(learner):
 def test_window_mask_bottom_right(learner, tq, tk):
     expect(learner.window_mask(tq, tk, 3), sliding_window_mask(tq, tk, 3),
            what=f"window_mask({tq}, {tk}, 3) (query i sits at position Tk - Tq + i)")
+
+
+@pytest.mark.exercise("window_mask")
+@pytest.mark.points(4)
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_window_mask_more_queries_than_keys(learner, causal):
+    for tq, tk, w in ((9, 4, 3), (20, 5, 2), (8, 1, 4)):
+        out = learner.window_mask(tq, tk, w, causal)
+        expect(out, sliding_window_mask(tq, tk, w, causal=causal),
+               what=f"window_mask({tq}, {tk}, {w}, causal={causal}) (Tq > Tk: query i sits at position "
+                    f"{tk - tq} + i, so the first {tq - tk} queries sit at negative positions)")
 
 
 # =========================================================================== streaming_mask
@@ -232,6 +249,15 @@ def test_swa_blocks_see_the_keys_before_them(learner, w, block):
 
 
 @pytest.mark.exercise("sliding_window_attention")
+@pytest.mark.points(4)
+@pytest.mark.parametrize("d, dv", [(3, 12), (16, 2)], ids=["D3-Dv12", "D16-Dv2"])
+def test_swa_scales_by_the_key_width(learner, d, dv):
+    q, k, v = _qkv((1, 2), 14, 19, d, dv, seed=35, dtype=torch.float64, scale=2.0)
+    expect(learner.sliding_window_attention(q, k, v, 5, block=4), reference_sliding_window_attention(q, k, v, 5, 4),
+           what=f"float64 output for D = {d}, Dv = {dv} (the scale is 1/√D, D the width of q and k)")
+
+
+@pytest.mark.exercise("sliding_window_attention")
 def test_swa_block_size_does_not_matter(learner):
     q, k, v = _qkv((1, 1), 37, 41, 4, 4, seed=40, dtype=torch.float64)
     want = reference_sliding_window_attention(q, k, v, 6, 64)
@@ -248,7 +274,7 @@ def test_swa_large_scores(learner):
 
 
 @pytest.mark.exercise("sliding_window_attention")
-@pytest.mark.points(3)
+@pytest.mark.points(12)     # a third of the exercise: attention that cannot be trained is not usable
 @pytest.mark.parametrize("tq, tk", [(11, 11), (6, 14), (10, 4)])
 def test_swa_gradients(learner, tq, tk):
     q, k, v = _qkv((2, 1), tq, tk, 3, 4, seed=60, dtype=torch.float64)
@@ -263,7 +289,7 @@ def test_swa_gradients(learner, tq, tk):
 
 
 @pytest.mark.exercise("sliding_window_attention")
-@pytest.mark.points(4)
+@pytest.mark.points(6)      # with the long sequence below, a third of the exercise: its title is "without T × T"
 @pytest.mark.parametrize("block", [4, 16])
 def test_swa_never_reads_keys_no_query_can_see(learner, block):
     tq, tk, w = 40, 300, 16
@@ -289,7 +315,7 @@ def _one_thread():
 
 
 @pytest.mark.exercise("sliding_window_attention")
-@pytest.mark.points(8)
+@pytest.mark.points(24)
 def test_swa_long_sequence_without_t_squared_memory(learner):
     T, w, block = 65536, 16, 128
     q, k, v = _qkv((1, 1), T, T, 4, 4, seed=80)
@@ -341,7 +367,8 @@ def test_receptive_field_edges(learner):
 
 
 @pytest.mark.exercise("receptive_field")
-@pytest.mark.parametrize("w, layers", [(2, 1), (3, 2), (5, 3), (4096, 2)], ids=lambda v: str(v))
+@pytest.mark.points(3)      # half of the function's contract: as much weight as the causal tests
+@pytest.mark.parametrize("w, layers", [(2, 1), (3, 2), (5, 3), (4096, 2), (2, 7), (9, 4)], ids=lambda v: str(v))
 def test_receptive_field_bidirectional(learner, w, layers):
     expect_int(learner.receptive_field(w, layers, causal=False), reference_receptive_field(w, layers, causal=False),
                what=f"receptive_field({w}, {layers}, causal=False)")

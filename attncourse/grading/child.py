@@ -50,7 +50,18 @@ def _import_torch() -> None:
     import attncourse.core  # noqa: F401
     import attncourse.masks  # noqa: F401
     import torch.nn.functional  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import attncourse.checks
     from attncourse.grading import wire as _wire
+
+    # every reference module and every chapter's checks, so that the tripwires cover them all
+    # (about 0.2 s, once per zygote)
+    for short in REFERENCE_MODULES:
+        importlib.import_module(f"attncourse.{short}")
+    for info in pkgutil.iter_modules(attncourse.checks.__path__):
+        importlib.import_module(f"attncourse.checks.{info.name}")
 
     torch, wire = _torch, _wire
 
@@ -107,52 +118,120 @@ def _resolve(dotted):
     return None
 
 
+# The course's reference code: while an exercise runs, a call into any of these modules is a
+# violation ("Not allowed in any exercise: attncourse"), whether or not FORBIDDEN lists it, and
+# so is a call to one of the public checks' ``reference_*`` answers.
+REFERENCE_MODULES = ("alibi", "bench", "compare", "core", "data", "flash", "gqa", "kvcache", "llama", "local",
+                     "masks", "model", "multihead", "positions", "rope", "sparse")
+_EVERY_EXERCISE = frozenset({"*"})
+_wrapped: dict[int, set[str]] = {}     # id(wrapper) -> exercises it records calls for
+_originals: dict[int, object] = {}     # id(wrapper) -> the original (never an attribute of the wrapper)
+
+
+def _make_tripwire(original, dotted: str, who: set[str], direct_only: bool = False):
+    """A wrapper that records a call made while an exercise in ``who`` runs. ``direct_only``: only a
+    call from outside the course's package counts (the helpers a notebook may use, such as
+    ``attncourse.triton_support``, call reference code themselves)."""
+    def tripwire(*args, **kwargs):
+        current = _current["exercise"]
+        if current is not None and (current in who or "*" in who):
+            caller = sys._getframe(1).f_globals.get("__name__", "") if direct_only else ""
+            if not (caller == "attncourse" or str(caller).startswith("attncourse.")):
+                _violations.append(dotted)
+        return original(*args, **kwargs)
+    tripwire.__name__ = getattr(original, "__name__", dotted.rsplit(".", 1)[-1])
+    tripwire.__qualname__ = getattr(original, "__qualname__", tripwire.__name__)
+    tripwire.__doc__ = getattr(original, "__doc__", None)
+    _wrapped[id(tripwire)] = who
+    _originals[id(tripwire)] = original
+    return tripwire
+
+
+def _bindings(originals: dict[int, object], modules) -> dict[int, list]:
+    """``{id(original): [(namespace, name), ...]}``: where each original is bound, in one pass."""
+    found: dict[int, list] = {}
+    for mod in modules:
+        try:
+            items = list(vars(mod).items())
+        except Exception:
+            continue
+        for k, v in items:
+            if id(v) in originals and v is originals[id(v)]:
+                found.setdefault(id(v), []).append((mod, k))
+    return found
+
+
+def _rebind(wrapper, places) -> None:
+    for obj, name in places:
+        try:
+            setattr(obj, name, wrapper)
+        except Exception:
+            pass
+
+
 def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
     """Replace each forbidden callable by a wrapper that records calls made by that exercise.
 
     The original is replaced wherever it is bound (``attncourse.attention`` and
     ``attncourse.core.attention`` are one object), so an import in the setup cell gets the
     wrapper too. The wrapper still calls the original: the result is scored as usual and the
-    parent turns the recorded call into a failing test with a clear message.
+    parent turns the recorded call into a failing test with a clear message. Then every function
+    and method of the course's reference modules gets a wrapper for every exercise.
     """
     installed = []
+    pending: dict[int, object] = {}
+    plan = []
     for dotted, exercises in forbidden.items():
         found = _resolve(dotted)
         if found is None:
             continue
         owner, attr, original = found
-        if getattr(original, "_attncourse_tripwire", None):
-            original._attncourse_tripwire.update(exercises)
+        if id(original) in _wrapped:
+            _wrapped[id(original)].update(exercises)
             continue
-        who = set(exercises)
-
-        def make(original=original, dotted=dotted, who=who):
-            def tripwire(*args, **kwargs):
-                if _current["exercise"] in who:
-                    _violations.append(dotted)
-                return original(*args, **kwargs)
-            tripwire._attncourse_tripwire = who
-            tripwire._attncourse_original = original
-            tripwire.__name__ = getattr(original, "__name__", attr)
-            tripwire.__doc__ = getattr(original, "__doc__", None)
-            return tripwire
-
-        wrapper = make()
-        targets = [(owner, attr)]
-        for mod in list(sys.modules.values()):
-            try:
-                for k, v in list(vars(mod).items()):
-                    if v is original:
-                        targets.append((mod, k))
-            except Exception:
-                continue
-        for obj, name in targets:
-            try:
-                setattr(obj, name, wrapper)
-            except Exception:
-                pass
+        if id(original) in pending:
+            next(who for o, _, _, who in plan if o is original).update(exercises)
+            continue
+        pending[id(original)] = original
+        plan.append((original, dotted, [(owner, attr)], set(exercises)))
+    places = _bindings(pending, list(sys.modules.values()))
+    for original, dotted, own, who in plan:
+        _rebind(_make_tripwire(original, dotted, who), own + places.get(id(original), []))
         installed.append(dotted)
+    _wrap_reference_code()
     return installed
+
+
+def _wrap_reference_code() -> None:
+    """Every function and method defined in the reference modules, and the checks' answers."""
+    import importlib
+
+    refs: dict[int, tuple[object, str, list]] = {}
+    namespaces = []
+    for short in REFERENCE_MODULES:
+        try:
+            mod = importlib.import_module(f"attncourse.{short}")
+        except Exception:
+            continue
+        namespaces.append(mod)
+        for name, obj in list(vars(mod).items()):
+            if isinstance(obj, types.FunctionType) and obj.__module__ == mod.__name__:
+                refs.setdefault(id(obj), (obj, f"{mod.__name__}.{name}", []))
+            elif isinstance(obj, type) and obj.__module__ == mod.__name__:
+                for attr, fn in list(vars(obj).items()):
+                    if isinstance(fn, types.FunctionType) and (not attr.startswith("__") or attr == "__call__"):
+                        refs.setdefault(id(fn), (fn, f"{mod.__name__}.{name}.{attr}", [(obj, attr)]))
+    checks = [m for n, m in list(sys.modules.items()) if n.startswith("attncourse.checks.")]
+    for mod in checks:
+        for name, obj in list(vars(mod).items()):
+            if name.startswith("reference_") and isinstance(obj, types.FunctionType):
+                refs.setdefault(id(obj), (obj, f"{mod.__name__}.{name}", []))
+    refs = {k: v for k, v in refs.items() if k not in _wrapped}
+    places = _bindings({k: v[0] for k, v in refs.items()},
+                       [m for n, m in list(sys.modules.items()) if n == "attncourse" or n.startswith("attncourse.")]
+                       + [sys.modules.get("__main__")])
+    for key, (original, dotted, own) in refs.items():
+        _rebind(_make_tripwire(original, dotted, set(_EVERY_EXERCISE), direct_only=True), own + places.get(key, []))
 
 
 # ----------------------------------------------------------------------------- supplied references
@@ -186,7 +265,7 @@ def prepare_uses(uses: dict) -> list[str]:
             if found is None or not callable(found[2]):
                 missing.append(dotted)
                 continue
-            ref = getattr(found[2], "_attncourse_original", found[2])
+            ref = _originals.get(id(found[2]), found[2])
             _supplied.setdefault(exercise, {})[name] = _supplied_reference(ref)
     return missing
 
@@ -208,7 +287,8 @@ def _describe(exc: BaseException, filename_prefix="<cell") -> dict:
     except Exception:
         msg = "(the exception's message could not be shown)"
     first = msg.strip().splitlines()[0] if msg.strip() else ""
-    return {"type": type(exc).__name__[:60], "message": _clip(_explain(first)), "line": line}
+    bases = [c.__name__[:60] for c in type(exc).__mro__ if c not in (object, BaseException)][:12]
+    return {"type": type(exc).__name__[:60], "bases": bases, "message": _clip(_explain(first)), "line": line}
 
 
 _IN_PLACE = re.compile(r"modified by an inplace operation: .*?, which is (output \d+ of \w+)")
@@ -300,16 +380,16 @@ def call(request: dict, blobs: list[bytes]) -> None:
         elapsed = time.perf_counter() - start
         _current["exercise"] = None
         header = {"op": "result", "ok": True, "value": wire.encode_value(value, out_blobs),
-                  "elapsed": elapsed, "violations": sorted(set(_violations))}
+                  "elapsed": elapsed, "violations": list(dict.fromkeys(_violations))}
         if grads is not None:
             header["grads"] = [wire.encode_value(g, out_blobs) for g in grads]
     except _GradProblem as exc:
         _current["exercise"] = None
-        header = {"op": "result", "ok": False, "grad_problem": str(exc), "violations": sorted(set(_violations))}
+        header = {"op": "result", "ok": False, "grad_problem": str(exc), "violations": list(dict.fromkeys(_violations))}
         out_blobs = []
     except BaseException as exc:  # noqa: BLE001 - learner code may raise anything, even SystemExit
         _current["exercise"] = None
-        header = {"op": "result", "ok": False, "error": _describe(exc), "violations": sorted(set(_violations))}
+        header = {"op": "result", "ok": False, "error": _describe(exc), "violations": list(dict.fromkeys(_violations))}
         out_blobs = []
     for name, old in swapped.items():
         if old is _MISSING:

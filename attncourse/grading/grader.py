@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from attncourse.grading.sandbox import Limits, Sandbox, SandboxError, close_zygotes
-from attncourse.grading.submission import NO_CHAPTER, Submission, extract, read_submission
+from attncourse.grading.submission import NO_CHAPTER, Submission, extract, read_submission, why_forbidden
 from attncourse.grading.testkit import GradingFailure, LearnerFailure
 
 SCHEMA_VERSION = 1
@@ -129,10 +129,8 @@ class _Learner:
             raise LearnerFailure(msg, exc.kind) from None
         fname = self._exercises[exercise]["function"]
         if out.violations:
-            raise LearnerFailure(
-                f"{fname} calls {out.violations[0]}, which this exercise does not allow"
-                + (" (it must be written from scratch)" if self._exercises[exercise].get("from_scratch")
-                   else " (the course's reference implementation is not your code)"), "forbidden")
+            raise LearnerFailure(f"{fname} calls {out.violations[0]}, which this exercise does not allow "
+                                 + why_forbidden(out.violations[0], self._exercises[exercise]), "forbidden")
         if out.grad_problem:
             raise LearnerFailure(f"gradient check: {out.grad_problem}", "grad")
         if not out.ok:
@@ -144,7 +142,10 @@ class _Learner:
             if etype == "MemoryError" or "can't allocate memory" in emsg:
                 emsg = (emsg + " " if emsg else "") + (f"(out of memory: the sandbox allows "
                                                        f"{self._sandbox.limits.memory_mb} MiB of address space)")
-            raise LearnerFailure(f"your function raised {etype}: {emsg}{where}", "raised")
+            bases = err.get("bases")
+            raised = tuple(str(b) for b in bases) if isinstance(bases, list) else (etype,)
+            raise LearnerFailure(f"your function raised {etype}" + (f": {emsg}" if emsg else " (with no message)")
+                                 + where, "raised", raised)
         if grad_wrt is not None:
             value = out.value.detach() if hasattr(out.value, "detach") and type(out.value).__name__ == "Tensor" else out.value
             return value, out.grads

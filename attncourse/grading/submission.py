@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,14 @@ SDPA_NAMES = ("scaled_dot_product_attention", "_scaled_dot_product_attention_mat
               "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
               "_scaled_dot_product_flash_attention", "multi_head_attention_forward", "MultiheadAttention",
               "flex_attention")
+# Ways around the grader's checks, not needed by any exercise: reaching a function's globals,
+# closure or original, or running autograd's engine by hand. Flagged in every exercise.
+TAMPER_NAMES = ("__globals__", "__closure__", "cell_contents", "__wrapped__", "f_globals", "f_locals", "f_back",
+                "_execution_engine", "run_backward", "__builtins__", "__subclasses__")
+TAMPER_CALLS = ("exec", "eval", "compile", "__import__", "globals", "breakpoint")
+# torch's internals: the same operators without the public names the rules are written against
+# (``torch.ops.aten.*``, ``torch._C._VariableFunctions.*``, ``torch._C.TensorBase.*``).
+TORCH_INTERNALS = ("_C", "ops", "_ops", "_VF", "_VariableFunctions", "TensorBase")
 # attncourse modules an exercise cell may import (everything else is the reference)
 # (triton_support: chapter 07's scaffolding for Triton kernels, explicitly not a reference)
 ALLOWED_ATTNCOURSE = ("attncourse.checks", "attncourse.viz", "attncourse.testing", "attncourse.triton_support")
@@ -169,10 +178,18 @@ def extract(path: str | Path, exercises: dict[str, dict],
         violations = static_violations(src, from_scratch=spec.get("from_scratch", False), forbidden=names,
                                        context=setup_src)
         if violations:
-            sub.problems[ex_id] = (f"the exercise cell uses {violations[0]}, which this exercise does not allow"
-                                   + (" (it must be written from scratch)" if spec.get("from_scratch") else
-                                      " (the course's reference implementation is not your code)"))
+            sub.problems[ex_id] = (f"the exercise cell uses {violations[0]}, which this exercise does not allow "
+                                   + why_forbidden(violations[0], spec))
     return sub
+
+
+def why_forbidden(used: str, spec: dict) -> str:
+    """The reason shown after "... which this exercise does not allow", pointing at the stated rule."""
+    if "attncourse" in used:
+        return "(the course's reference code is not your code; see the notebook's Not allowed lines)"
+    if spec.get("from_scratch"):
+        return "(this exercise is written from scratch; see its Not allowed line)"
+    return "(see the exercise's Not allowed line)"
 
 
 def _syntax_problem(src: str) -> str | None:
@@ -337,6 +354,36 @@ def static_violations(src: str, *, from_scratch: bool, forbidden=(), context: st
             elif node.attr in methods and chain is None:
                 found.append(f"`torch.Tensor.{node.attr}` (the `.{node.attr}()` method)")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if from_scratch and ("scaled_dot_product" in node.value or "attncourse" in node.value):
-                found.append(f"the string {node.value[:40]!r}")
+            text = node.value
+            if from_scratch and "scaled_dot_product" in text:
+                found.append(f"the string {text[:40]!r}")
+            elif _names_reference(text) or any(t in text for t in TAMPER_NAMES) or "_attncourse" in text:
+                found.append(f"the string {text[:40]!r}")
+        if isinstance(node, ast.Name) and (node.id in TAMPER_CALLS or node.id == "__name__"):
+            found.append(f"`{node.id}`")
+        if isinstance(node, ast.Attribute) and (node.attr in TAMPER_NAMES or node.attr.startswith(("_attncourse",
+                                                                                                  "reference_"))):
+            found.append(f"`.{node.attr}`")
+        if isinstance(node, ast.Attribute) and node.attr in TORCH_INTERNALS:
+            chain = _dotted(node)
+            if chain is not None and aliases.get(chain[0], chain[0]).split(".")[0] == "torch":
+                found.append(f"`{'.'.join([aliases.get(chain[0], chain[0])] + chain[1:])}` (torch internals)")
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "torch" and (
+                set(node.module.split(".")) & set(TORCH_INTERNALS)
+                or any(a.name in TORCH_INTERNALS for a in node.names)):
+            found.append(f"`from {node.module} import ...` (torch internals)")
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "torch" and set(alias.name.split(".")) & set(TORCH_INTERNALS):
+                    found.append(f"`import {alias.name}` (torch internals)")
+        if isinstance(node, ast.ImportFrom) and any(a.name.startswith("reference_") for a in node.names):
+            found.append(f"`from {node.module} import reference_...`")
     return list(dict.fromkeys(found))
+
+
+def _names_reference(text: str) -> bool:
+    """A string that names a reference module (``"attncourse.core"``, ``"attncourse"``), not an allowed one."""
+    for m in re.finditer(r"attncourse(\.[A-Za-z_][A-Za-z0-9_]*)*", text):
+        if not m.group(0).startswith(ALLOWED_ATTNCOURSE) or "reference_" in text:
+            return True
+    return text.startswith("reference_")

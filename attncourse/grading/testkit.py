@@ -43,9 +43,14 @@ class GradingFailure(AssertionError):
 class LearnerFailure(GradingFailure):
     """The learner's function could not produce a value (raised, hung, crashed, forbidden call)."""
 
-    def __init__(self, message: str, kind: str = "raised"):
+    def __init__(self, message: str, kind: str = "raised", raised: tuple[str, ...] = ()):
         super().__init__(message)
         self.kind = kind
+        self.raised = tuple(raised)   # the learner's exception class and its bases, by name
+
+    def raised_a(self, name: str) -> bool:
+        """Whether the learner's function raised ``name`` or a subclass of it (``ValueError``)."""
+        return self.kind == "raised" and name in self.raised
 
 
 class Mismatch(GradingFailure):
@@ -76,7 +81,11 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 # Every entry point to torch's fused attention: "from scratch" exercises may call none of them.
 SDPA_CALLS = ["torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
-              "torch.nn.functional.multi_head_attention_forward"]
+              "torch.nn.functional.multi_head_attention_forward",
+              *(f"torch.ops.aten.{op}" for op in (
+                  "scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+                  "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+                  "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"))]
 
 
 def forbid(*rules: tuple) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ Coverage:
       (dtype kept); scores of magnitude ~20 (masking before the softmax); float64 gradients w.r.t. q,
       k, v incl. fully masked rows (catches weights zeroed in place, which breaks backward); keys no
       query can see hold NaN (catches dense attention and blocks against all keys); structural:
-      T = 65,536, W = 16 in the sandbox's 3 GiB address space, where a T×T tensor needs 4 GiB even as
+      T = 65,536, W = 16 in the sandbox's ~1 GiB address space, where a T×T tensor needs 4 GiB even as
       bool (16 GiB as float32) but the blocked computation needs a few MiB, so any O(T²) tensor fails
       with out-of-memory and an O(T·W) one passes in well under a second.
       Weights: about a third each for values (the case grid), gradients, and structure (unread keys

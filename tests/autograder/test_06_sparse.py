@@ -52,7 +52,9 @@ _REF_PATTERNS = ["attncourse.sparse.strided", "attncourse.sparse.fixed", "attnco
                  "attncourse.sparse.pattern_mask", "attncourse.masks.materialize"]
 _REF_TILES = ["attncourse.sparse.block_tiles", "attncourse.sparse.block_density",
               "torch.nn.attention.flex_attention.create_block_mask",
-              "torch.nn.attention.flex_attention.create_mask"]
+              "torch.nn.attention.flex_attention.create_mask",
+              "torch.nn.attention.flex_attention._convert_mask_to_block_mask",
+              "torch.nn.attention.flex_attention._create_sparse_block_from_block_mask"]
 _REF_REACH = ["attncourse.sparse.reachable", "attncourse.sparse.layers_to_reach"]
 FORBIDDEN = {
     **{name: ["strided_mask", "fixed_mask", "bigbird_mask"] for name in _REF_PATTERNS},

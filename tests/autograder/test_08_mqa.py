@@ -34,7 +34,8 @@ EXERCISES = {
 
 # Run-time tripwires in the sandbox: calling one of these from the listed exercises fails the test.
 _COPIES = ["torch.repeat_interleave", "torch.Tensor.repeat_interleave", "torch.Tensor.repeat", "torch.tile",
-           "torch.Tensor.tile", "attncourse.core.expand_kv_heads"]
+           "torch.Tensor.tile", "attncourse.core.expand_kv_heads", "torch.ops.aten.repeat_interleave",
+           "torch.ops.aten.repeat", "torch.ops.aten.tile"]
 _REF = ["attncourse.gqa.grouped_attention", "attncourse.core.attention", "attncourse.core.stable_softmax",
         "attncourse.multihead.MultiHeadAttention.forward"]
 FORBIDDEN = {
@@ -60,6 +61,7 @@ def _qkv(B, H, Hkv, Tq, Tk, D, seed, dtype=torch.float32, scale=1.0):
 
 
 @pytest.mark.exercise("grouped_attention")
+@pytest.mark.points(0.5)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
 @pytest.mark.parametrize("case", GROUP_CASES, ids=_gid)
 def test_grouped_no_mask(learner, case, dtype):
@@ -89,10 +91,22 @@ def test_grouped_causal_bottom_right(learner, case):
 
 
 @pytest.mark.exercise("grouped_attention")
-def test_grouped_large_scores(learner):
+@pytest.mark.points(3)
+@pytest.mark.parametrize("case", [(2, 6, 2, 5, 5, 4), (1, 8, 4, 4, 4, 3), (2, 6, 3, 4, 10, 5)], ids=_gid)
+def test_grouped_causal_groups_float64(learner, case):
+    q, k, v = _qkv(*case, seed=8, dtype=torch.float64)
+    expect(learner.grouped_attention(q, k, v, causal=True), reference_grouped_attention(q, k, v, True),
+           what=f"grouped_attention(causal=True), float64, with H={case[1]}, Hkv={case[2]}, Tq={case[3]}, Tk={case[4]} "
+                "(every query head of a group at the same positions)")
+
+
+@pytest.mark.exercise("grouped_attention")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_grouped_large_scores(learner, causal):
     q, k, v = _qkv(2, 6, 3, 4, 8, 4, seed=4, dtype=torch.float64, scale=5.0)
-    expect(learner.grouped_attention(q.float(), k.float(), v.float(), causal=True),
-           reference_grouped_attention(q, k, v, True).float(), rtol=1e-3, atol=1e-4,
+    expect(learner.grouped_attention(q.float(), k.float(), v.float(), causal=causal),
+           reference_grouped_attention(q, k, v, causal).float(), rtol=1e-3, atol=1e-4,
            what="grouped_attention with scores of magnitude 10-30 (the softmax must not overflow)")
 
 
@@ -105,7 +119,7 @@ def test_grouped_matches_sdpa_enable_gqa(learner):
 
 
 @pytest.mark.exercise("grouped_attention")
-@pytest.mark.points(2)
+@pytest.mark.points(3)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_grouped_gradients(learner, causal):
     q, k, v = _qkv(2, 6, 2, 3, 5, 4, seed=6, dtype=torch.float64)
@@ -210,3 +224,11 @@ def test_intensity_counts_kv_heads_in_bytes(learner):
     for hkv in (32, 16, 4, 1):
         _float(learner.decode_intensity(32, hkv, 128, 4096), reference_decode_intensity(32, hkv, 128, 4096),
                what=f"decode_intensity(32, {hkv}, 128, 4096) (bytes read grow with Hkv, FLOPs with H)")
+
+
+@pytest.mark.exercise("decode_intensity")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("nb", [1, 4])
+def test_intensity_uses_dtype_bytes(learner, nb):
+    _float(learner.decode_intensity(32, 8, 128, 4096, dtype_bytes=nb), reference_decode_intensity(32, 8, 128, 4096, nb),
+           what=f"decode_intensity(32, 8, 128, 4096, dtype_bytes={nb}) (every number read or written costs dtype_bytes)")

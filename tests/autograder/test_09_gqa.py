@@ -61,13 +61,14 @@ def test_index_groups_consecutive_heads(learner, case):
 
 
 @pytest.mark.exercise("kv_head_index")
+@pytest.mark.points(3)
 @pytest.mark.parametrize("case", [(6, 4), (5, 2), (8, 3)], ids=lambda c: "H{}-Hkv{}".format(*c))
 def test_index_rejects_uneven_groups(learner, case):
     H, Hkv = case
     try:
         learner.kv_head_index(H, Hkv)
     except LearnerFailure as exc:
-        expect_true("ValueError" in str(exc), f"kv_head_index({H}, {Hkv}) should raise ValueError; it failed "
+        expect_true(exc.raised_a("ValueError"), f"kv_head_index({H}, {Hkv}) should raise ValueError; it failed "
                     f"differently: {exc}")
         return
     expect_true(False, f"kv_head_index({H}, {Hkv}) returned a value; {H} query heads cannot be shared evenly by "
@@ -95,10 +96,12 @@ def test_pool_weight(learner, case, dtype):
 
 
 @pytest.mark.exercise("mean_pool_kv")
+@pytest.mark.points(3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
 @pytest.mark.parametrize("case", [(4, 2, 3), (8, 1, 2), (6, 2, 5)], ids=lambda c: "Hkv{}-to{}-D{}".format(*c))
-def test_pool_bias(learner, case):
+def test_pool_bias(learner, case, dtype):
     hkv, new, D = case
-    b = rand(hkv * D, seed=2)
+    b = rand(hkv * D, seed=2, dtype=dtype)
     expect(learner.mean_pool_kv(b, hkv, new), reference_mean_pool_kv(b, hkv, new),
            what=f"mean_pool_kv of a bias of {hkv * D} entries, {hkv} -> {new} heads")
 
@@ -162,3 +165,11 @@ def test_table_lists_only_divisors_in_decreasing_order(learner):
 def test_table_default_dtype_bytes(learner):
     expect(learner.gqa_table(64, 8, 4, 512), reference_gqa_table(64, 8, 4, 512),
            what="gqa_table(64, 8, 4, 512) with the default dtype_bytes=2")
+
+
+@pytest.mark.exercise("gqa_table")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("nb", [1, 4])
+def test_table_uses_dtype_bytes(learner, nb):
+    expect(learner.gqa_table(96, 12, 4, 512, dtype_bytes=nb), reference_gqa_table(96, 12, 4, 512, nb),
+           what=f"gqa_table(96, 12, 4, 512, dtype_bytes={nb}) (the cache bytes scale with dtype_bytes)")

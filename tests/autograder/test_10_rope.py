@@ -57,26 +57,26 @@ def _tol(dtype):
 
 
 # ============================================================================ rope_rotate
-ROTATE_CASES = [  # (shape of x, first position)
-    ((1, 2), 0), ((1, 8), 37), ((5, 4), 0), ((13, 6), 3), ((2, 97, 16), 0), ((3, 2, 7, 10), 5),
-    ((2, 4, 1, 64), 99), ((1, 3, 11, 128), 0),
+ROTATE_CASES = [  # (shape of x, first position, base)
+    ((1, 2), 0, 10000.0), ((1, 8), 37, 500000.0), ((5, 4), 0, 10000.0), ((13, 6), 3, 10.0), ((2, 97, 16), 0, 500000.0),
+    ((3, 2, 7, 10), 5, 10000.0), ((2, 4, 1, 64), 99, 1000000.0), ((1, 3, 11, 128), 0, 10000.0),
 ]
 
 
 def _rid(case):
-    shape, p0 = case
-    return "x".join(map(str, shape)) + f"-from{p0}"
+    shape, p0, base = case
+    return "x".join(map(str, shape)) + f"-from{p0}-b{base:g}"
 
 
 @pytest.mark.exercise("rope_rotate")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
 @pytest.mark.parametrize("case", ROTATE_CASES, ids=_rid)
 def test_rotate_matches_reference(learner, case, dtype):
-    shape, p0 = case
+    shape, p0, base = case
     x = rand(*shape, seed=1, dtype=dtype)
     pos = torch.arange(p0, p0 + shape[-2])
-    expect(learner.rope_rotate(x, pos), apply_rope(x, pos),
-           what=f"rope_rotate(x of shape {shape}, positions {p0}..{p0 + shape[-2] - 1}), {dname(dtype)}", **_tol(dtype))
+    expect(learner.rope_rotate(x, pos, base=base), apply_rope(x, pos, base=base),
+           what=f"rope_rotate(x of shape {shape}, positions {p0}..{p0 + shape[-2] - 1}, base={base:g}), {dname(dtype)}", **_tol(dtype))
 
 
 @pytest.mark.exercise("rope_rotate")
@@ -107,8 +107,8 @@ def test_rotate_frequencies_2i_over_d(learner, D):
 def test_rotate_float64_far_positions(learner):
     x = rand(2, 5, 128, seed=2, dtype=torch.float64)
     pos = torch.tensor([0, 1, 4097, 31999, 100000])
-    expect(learner.rope_rotate(x, pos), apply_rope(x, pos),
-           what="rope_rotate of a float64 x at positions up to 100000 (angles in float64)")
+    expect(learner.rope_rotate(x, pos, base=500000.0), apply_rope(x, pos, base=500000.0),
+           what="rope_rotate(..., base=500000) of a float64 x at positions up to 100000 (angles in float64)")
 
 
 @pytest.mark.exercise("rope_rotate")
@@ -148,14 +148,15 @@ def test_rotate_direction(learner):
 
 @pytest.mark.exercise("rope_rotate")
 @pytest.mark.points(2)
-def test_rotate_gradient(learner):
-    x = rand(2, 3, 5, 8, seed=6, dtype=torch.float64)
-    pos = torch.arange(5) + 11
-    g = rand(2, 3, 5, 8, seed=7, dtype=torch.float64)
-    out, (gx,) = learner.rope_rotate.grad(x, pos, wrt=(0,), grad_output=g)
+@pytest.mark.parametrize("shape,p0,base", [((2, 3, 5, 8), 11, 10000.0), ((7, 16), 0, 500000.0), ((1, 2, 4, 128), 4097, 10000.0)])
+def test_rotate_gradient(learner, shape, p0, base):
+    x = rand(*shape, seed=6, dtype=torch.float64)
+    pos = torch.arange(shape[-2]) + p0
+    g = rand(*shape, seed=7, dtype=torch.float64)
+    out, (gx,) = learner.rope_rotate.grad(x, pos, base=base, wrt=(0,), grad_output=g)
     xr = x.clone().requires_grad_(True)
-    (want,) = torch.autograd.grad(apply_rope(xr, pos), xr, g)
-    expect(out, apply_rope(x, pos), what="rope_rotate(x of shape (2, 3, 5, 8)) in the gradient test")
+    (want,) = torch.autograd.grad(apply_rope(xr, pos, base=base), xr, g)
+    expect(out, apply_rope(x, pos, base=base), what=f"rope_rotate(x of shape {shape}) in the gradient test")
     expect(gx, want, what="the gradient of rope_rotate with respect to x (backpropagate through your function)")
 
 
@@ -204,6 +205,16 @@ def test_layout_direction(learner, d):
 
 
 @pytest.mark.exercise("rope_convert_layout")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("h,d,dtype", [(1, 8, torch.float32), (4, 16, torch.bfloat16), (8, 128, torch.float64)],
+                         ids=["H1D8-float32", "H4D16-bfloat16", "H8D128-float64"])
+def test_layout_bias(learner, h, d, dtype):
+    b = rand(h * d, seed=25, dtype=dtype)
+    expect(learner.interleaved_to_half_split(b, h), interleaved_to_half_split(b, h),
+           what=f"interleaved_to_half_split of a {dname(dtype)} bias of shape ({h * d},), {h} heads", rtol=0, atol=0)
+
+
+@pytest.mark.exercise("rope_convert_layout")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=dname)
 def test_layout_keeps_dtype(learner, dtype):
     w = _weight(2, 8, 5, seed=21, dtype=dtype)
@@ -232,7 +243,7 @@ def test_layout_gives_equal_scores(learner):
 
 # ================================================================================ rope_ntk
 NTK_CASES = [  # (dim, scale, base)
-    (4, 1.0, 10000.0), (4, 2.0, 10000.0), (6, 3.0, 10000.0), (64, 8.0, 10000.0), (128, 4.0, 10000.0),
+    (4, 1.0, 10000.0), (4, 2.0, 500000.0), (6, 3.0, 10000.0), (64, 8.0, 1000000.0), (128, 4.0, 500000.0),
     (128, 16.5, 500000.0), (10, 1.5, 10.0), (256, 2.0, 10000.0),
 ]
 
@@ -255,12 +266,12 @@ def test_ntk_matches_formula(learner, case):
 
 @pytest.mark.exercise("rope_ntk")
 @pytest.mark.points(2)
-@pytest.mark.parametrize("dim,scale", [(16, 4.0), (96, 32.0)])
-def test_ntk_ends(learner, dim, scale):
-    out = learner.ntk_frequencies(dim, scale)
+@pytest.mark.parametrize("dim,scale,base", [(16, 4.0, 500000.0), (96, 32.0, 10000.0)])
+def test_ntk_ends(learner, dim, scale, base):
+    out = _call_ntk(learner, dim, scale, base)
     if isinstance(out, Foreign) or type(out) is not torch.Tensor:
-        expect(out, ntk_frequencies(dim, scale, dtype=torch.float64), what=f"ntk_frequencies({dim}, {scale:g})")
-    theta = rope_frequencies(dim, dtype=torch.float64)
+        expect(out, ntk_frequencies(dim, scale, base, dtype=torch.float64), what=f"ntk_frequencies({dim}, {scale:g})")
+    theta = rope_frequencies(dim, base, dtype=torch.float64)
     expect_true(out.shape == (dim // 2,), f"ntk_frequencies({dim}, {scale:g}) should have shape ({dim // 2},)")
     expect(out[:1].double(), theta[:1], what=f"the fastest frequency θ'_0 of ntk_frequencies({dim}, {scale:g}) (must stay 1)",
            check_dtype=False)

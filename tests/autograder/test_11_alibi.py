@@ -159,21 +159,25 @@ def test_attention_causal(learner, case, dtype):
 
 
 @pytest.mark.exercise("alibi_attention")
-@pytest.mark.parametrize("case", [ATTN_CASES[i] for i in (1, 2, 3)], ids=_aid)
-def test_attention_symmetric(learner, case):
+@pytest.mark.points(2)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
+@pytest.mark.parametrize("case", [ATTN_CASES[i] for i in (1, 3, 4, 5)], ids=_aid)
+def test_attention_symmetric(learner, case, dtype):
     b, h, tq, tk, d = case
-    q, k, v = _qkv(b, h, tq, tk, d, seed=40)
+    q, k, v = _qkv(b, h, tq, tk, d, seed=40, dtype=dtype)
     expect(learner.alibi_attention(q, k, v, causal=False), alibi_attention(q, k, v, causal=False),
-           what=f"alibi_attention with q {(b, h, tq, d)}, k/v {(b, h, tk, d)}, causal=False (-m·|i - j|, no mask)")
+           what=f"alibi_attention with q {(b, h, tq, d)}, k/v {(b, h, tk, d)}, {dname(dtype)}, causal=False (-m·|i - j|, no mask)",
+           **_tol(dtype))
 
 
 @pytest.mark.exercise("alibi_attention")
-@pytest.mark.points(2)
-def test_attention_cache_step(learner):
-    q, k, v = _qkv(2, 4, 10, 10, 8, seed=50, dtype=torch.float64)
+@pytest.mark.points(3)
+@pytest.mark.parametrize("b,h,t,n,d", [(2, 4, 10, 3, 8), (1, 8, 33, 1, 16), (1, 3, 16, 8, 4)])
+def test_attention_cache_step(learner, b, h, t, n, d):
+    q, k, v = _qkv(b, h, t, t, d, seed=50, dtype=torch.float64)
     full = alibi_attention(q, k, v)
-    expect(learner.alibi_attention(q[:, :, -3:].contiguous(), k, v), full[:, :, -3:],
-           what="alibi_attention of the last 3 queries over all 10 keys (must equal the last 3 rows of the full "
+    expect(learner.alibi_attention(q[:, :, -n:].contiguous(), k, v), full[:, :, -n:],
+           what=f"alibi_attention of the last {n} queries over all {t} keys (must equal the last {n} rows of the full "
                 "sequence: bottom-right mask and bias)", **F64)
 
 
@@ -185,18 +189,22 @@ def test_attention_scale_then_bias(learner):
 
 
 @pytest.mark.exercise("alibi_attention")
-def test_attention_large_scores(learner):
+@pytest.mark.points(2)
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "symmetric"])
+def test_attention_large_scores(learner, causal):
     q, k, v = _qkv(1, 3, 9, 9, 8, seed=70, scale=12.0)
-    expect(learner.alibi_attention(q, k, v), alibi_attention(q, k, v), rtol=1e-3, atol=1e-4,
+    expect(learner.alibi_attention(q, k, v, causal=causal), alibi_attention(q, k, v, causal=causal), rtol=1e-3, atol=1e-4,
            what="alibi_attention with large scores (the softmax must not overflow)")
 
 
 @pytest.mark.exercise("alibi_attention")
 @pytest.mark.points(3)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6, 5), (1, 5, 3, 7, 16)], ids=_aid)
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "symmetric"])
-def test_attention_gradients(learner, causal):
-    q, k, v = _qkv(2, 3, 4, 6, 5, seed=80, dtype=torch.float64)
-    g = rand(2, 3, 4, 5, seed=83, dtype=torch.float64)
+def test_attention_gradients(learner, causal, shape):
+    b, h, tq, tk, d = shape
+    q, k, v = _qkv(b, h, tq, tk, d, seed=80, dtype=torch.float64)
+    g = rand(b, h, tq, d, seed=83, dtype=torch.float64)
     out, grads = learner.alibi_attention.grad(q, k, v, causal=causal, wrt=(0, 1, 2), grad_output=g)
     ref_in = [t.clone().requires_grad_(True) for t in (q, k, v)]
     ref = alibi_attention(*ref_in, causal=causal)

@@ -183,7 +183,7 @@ def test_decode_past_capacity_raises(learner, length, T):
     try:
         learner.decode_step(*args, length)
     except LearnerFailure as exc:
-        expect_true("ValueError" in str(exc), f"decode_step with length={length}, T={T}, capacity 4 should raise "
+        expect_true(exc.raised_a("ValueError"), f"decode_step with length={length}, T={T}, capacity 4 should raise "
                     f"ValueError; it failed differently: {exc}")
         return
     expect_true(False, f"decode_step with length={length}, T={T} and capacity 4 returned a value; it should raise "

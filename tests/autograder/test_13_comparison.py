@@ -39,7 +39,8 @@ EXERCISES = {
 }
 
 FORBIDDEN = forbid(
-    (["torch.nn.functional.rms_norm", "torch.nn.modules.normalization.RMSNorm.forward",
+    (["torch.nn.functional.rms_norm", "torch.nn.modules.normalization.RMSNorm.forward", "torch.rms_norm",
+      "torch.ops.aten.rms_norm",
       "attncourse.model.rms_norm", "attncourse.model.RMSNorm.forward"], ["rms_norm", "decoder_layer"]),
     (["attncourse.rope.apply_rope"], ["rope", "decoder_layer"]),
     (["attncourse.llama.LlamaLayer.forward", "attncourse.llama.LlamaAttention.forward",

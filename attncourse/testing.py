@@ -67,7 +67,8 @@ def compare(actual, expected: torch.Tensor, *, what: str = "result", rtol: float
         return None
     n_wrong = int(wrong.sum() + mismatch_special.sum())
     msg = f"{what} differs from the expected values in {n_wrong} of {a.numel()} entries"
-    if wrong.any():
+    if wrong.any() and (reveal_values or a.numel() > 2):
+        # with one or two entries the largest error and your own value would give the answer away
         worst = float(err[wrong].max())
         msg += f" (largest error {worst:.3g}; allowed {atol:g} + {rtol:g}·|expected|)"
         if reveal_values:

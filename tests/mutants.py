@@ -51,3 +51,29 @@ def assert_mistakes_cost_only_their_exercise(result, mutated: dict, name: str, k
             assert ex.score <= limit * ex.max_score, f"{name}: {ex.id} kept {ex.score}/{ex.max_score}"
         else:
             assert ex.score == ex.max_score, f"{name}: {ex.id} lost points ({ex.score}/{ex.max_score})"
+
+
+def solution_region(chapter: str, exercise: str) -> str:
+    """The code between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` of one exercise, dedented."""
+    nb = json.loads((ROOT / "solutions" / f"{chapter}.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("attncourse", {}).get("id") == exercise:
+            src = "".join(cell["source"])
+            a, b = src.index("# BEGIN SOLUTION"), src.index("# END SOLUTION")
+            return textwrap.dedent(src[src.index("\n", a) + 1:b].rstrip() + "\n")
+    raise KeyError(f"{chapter} has no exercise {exercise}")
+
+
+def edited(chapter: str, exercise: str, *swaps: tuple[str, str]) -> str:
+    """The solution of one exercise with each ``(old, new)`` swapped once: a one-line mistake."""
+    code = solution_region(chapter, exercise)
+    for old, new in swaps:
+        assert old in code, f"{chapter}/{exercise}: {old!r} is not in the solution"
+        code = code.replace(old, new, 1)
+    return code
+
+
+def grade_paths_of(by_chapter: dict[str, dict[str, str]], tmp: Path, jobs: int = 2) -> dict:
+    """``{chapter: SubmissionResult}`` for one mutated notebook per chapter, graded together."""
+    paths = [mutate(ch, changes, tmp / f"{ch}.ipynb") for ch, changes in by_chapter.items()]
+    return dict(zip(by_chapter, grade_paths(paths, tests_dir=HIDDEN, jobs=jobs)))

@@ -116,7 +116,7 @@ def test_strided_is_causal(learner):
 
 
 @pytest.mark.exercise("strided_mask")
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("case", [(11, 4, 2), (6, 1, 3)], ids=_sid)
 def test_strided_more_queries_than_keys(learner, case):
     tq, tk, s = case
@@ -169,7 +169,7 @@ def test_fixed_full_summary_is_causal_mask(learner):
 
 
 @pytest.mark.exercise("fixed_mask")
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("case", [(6, 23, 5, 1), (23, 6, 5, 1)], ids=_sid)
 def test_fixed_bottom_right(learner, case):
     tq, tk, s, c = case
@@ -214,7 +214,7 @@ def test_bigbird_random_part_is_one_way(learner):
 
 
 @pytest.mark.exercise("bigbird_mask")
-@pytest.mark.points(3)
+@pytest.mark.points(5)
 def test_bigbird_minus_one_is_no_block(learner):
     t, block = 24, 4
     rb = torch.tensor([[3, -1], [-1, -1], [0, -1], [-1, -1], [1, 2], [-1, -1]])
@@ -243,7 +243,7 @@ def test_bigbird_window_counted_in_blocks(learner):
 
 
 @pytest.mark.exercise("bigbird_mask")
-@pytest.mark.points(2)
+@pytest.mark.points(5)
 def test_bigbird_last_block_shorter(learner):
     t, block, window, g, r = 43, 8, 3, 1, 2
     rb = _random_blocks(t, block, window, g, r, seed=11)
@@ -306,12 +306,12 @@ def test_block_tiles_match_create_block_mask(learner, case):
     kind, tq, tk, bq, bk = case
     mask = _tiles_mask(kind, tq, tk)
     expect(learner.block_tiles(mask, bq, bk), flex_tiles(mask, bq, bk),
-           what=f"block_tiles of a {kind} mask {tq} x {tk} with {bq} x {bk} tiles, compared with torch's "
+           what=f"block_tiles of {'an' if kind[0] in 'aeiou' else 'a'} {kind} mask {tq} x {tk} with {bq} x {bk} tiles, compared with torch's "
                 "create_block_mask")
 
 
 @pytest.mark.exercise("block_tiles")
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("tq, tk", [(10, 10), (33, 17)])
 def test_block_tiles_edge_tiles_are_partial(learner, tq, tk):
     mask = torch.ones(tq, tk, dtype=torch.bool)
@@ -414,6 +414,32 @@ def test_reach_never_and_max_layers(learner):
                  what="layers_to_reach(causal window 4, T = 20, max_layers=6) (7 layers are needed)")
     expect_reach(learner.layers_to_reach(_window(20, 4), max_layers=7), 7,
                  what="layers_to_reach(causal window 4, T = 20, max_layers=7)")
+
+
+@pytest.mark.exercise("layers_to_reach")
+@pytest.mark.points(4)
+def test_reach_max_layers_is_the_limit(learner):
+    for limit, want in ((7, None), (8, 8), (30, 8)):                  # a causal window 5 at T = 33 needs 8
+        expect_reach(learner.layers_to_reach(_window(33, 5), max_layers=limit), want,
+                     what=f"layers_to_reach(causal window 5, T = 33, max_layers={limit})")
+
+
+@pytest.mark.exercise("layers_to_reach")
+@pytest.mark.points(4)      # causal=False is half of the function's contract
+@pytest.mark.parametrize("case", ["causal-window", "look-ahead", "strided"])
+def test_reach_causal_flag(learner, case):
+    if case == "causal-window":
+        expect_reach(learner.layers_to_reach(_window(12, 3), causal=False), None,
+                     what="layers_to_reach(causal window 3, T = 12, causal=False) (a causal mask never reaches later "
+                          "tokens)")
+        return
+    i = torch.arange(20)
+    d = i[:, None] - i[None, :]
+    mask = (d >= -1) & (d < 4) if case == "look-ahead" else reference_strided_mask(20, 20, 4) | (d == -1)
+    name = "window 4 with one key of look-ahead" if case == "look-ahead" else "strided 4 with one key of look-ahead"
+    for causal in (True, False):
+        expect_reach(learner.layers_to_reach(mask, causal=causal), reference_layers_to_reach(mask, causal=causal),
+                     what=f"layers_to_reach({name}, T = 20, causal={causal})")
 
 
 @pytest.mark.exercise("layers_to_reach")

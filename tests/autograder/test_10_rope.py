@@ -181,7 +181,7 @@ def test_layout_matches_reference(learner, case):
     h, d, c = case
     w = _weight(h, d, c, seed=20)
     expect(learner.interleaved_to_half_split(w, h), interleaved_to_half_split(w, h),
-           what=f"interleaved_to_half_split of a weight of shape {tuple(w.shape)}, {h} heads", rtol=0, atol=0)
+           what=f"interleaved_to_half_split of a weight of shape {tuple(w.shape)}, {h} head{'s' * (h != 1)}", rtol=0, atol=0)
 
 
 @pytest.mark.exercise("rope_convert_layout")
@@ -211,7 +211,7 @@ def test_layout_direction(learner, d):
 def test_layout_bias(learner, h, d, dtype):
     b = rand(h * d, seed=25, dtype=dtype)
     expect(learner.interleaved_to_half_split(b, h), interleaved_to_half_split(b, h),
-           what=f"interleaved_to_half_split of a {dname(dtype)} bias of shape ({h * d},), {h} heads", rtol=0, atol=0)
+           what=f"interleaved_to_half_split of a {dname(dtype)} bias of shape ({h * d},), {h} head{'s' * (h != 1)}", rtol=0, atol=0)
 
 
 @pytest.mark.exercise("rope_convert_layout")

@@ -10,9 +10,11 @@ Coverage:
 - decode_step: one token (length 0, 1, middle, last slot: off-by-one in the write slot or in the attended range),
   chunks T = 2..6 (bottom-right causal, a top-left mask fails), B > 1, H 1..4, D odd, the caches returned (slots before
   untouched, written slots), junk of magnitude 1e3 in unused slots, float32 and float64, a 12-step decode loop against
-  full attention, ValueError past capacity (T = 1 and a chunk).
+  full attention, ValueError past capacity (T = 1 and a chunk), filling the cache to its last slot (a `>=`
+  capacity check fails). Weighted so that a mask missing inside a chunk, or a dtype not kept, costs over a third.
 - ring_write: empty ring, positions far past W (wrap-around several times), a write that crosses the wrap, T = W, T > W
-  (only the last W kept, in slot order), W = 1, B > 1, slot_pos updated (int64), a 3W-step loop, float64 values.
+  (only the last W kept, in slot order; weighted), W = 1, B > 1, slot_pos updated (int64), a 3W-step loop, a loop of
+  mixed chunk sizes 5, 1, 2, 7, 1, 3 (catches a contiguous write across the wrap), float64 values.
 - read_block_table: permuted tables (table order, not pool order), lengths 1, inside a block, a multiple of S, S = 1,
   S = 16, tables longer than needed with -1 entries, Hkv 1..3, float16 and float64 pools (dtype kept), shape (Hkv, length, D).
 """
@@ -145,15 +147,24 @@ CHUNKS = [(1, 2, 9, 4, 0, 2), (2, 2, 16, 5, 3, 4), (1, 3, 40, 6, 29, 6), (2, 1, 
 
 
 @pytest.mark.exercise("decode_step")
-@pytest.mark.points(1.5)
+@pytest.mark.points(3)      # chunks are half of the contract: the causal mask inside a chunk
 @pytest.mark.parametrize("case", CHUNKS, ids=lambda c: "B{}-H{}-cap{}-D{}-len{}-T{}".format(*c))
 def test_decode_chunk_is_bottom_right_causal(learner, case):
     _check_decode(learner, *case, seed=30)
 
 
 @pytest.mark.exercise("decode_step")
+@pytest.mark.points(2)
 def test_decode_float64(learner):
     _check_decode(learner, 2, 3, 12, 5, 7, 2, seed=40, dtype=torch.float64)
+
+
+@pytest.mark.exercise("decode_step")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("case", [(2, 2, 10, 4, 9, 1), (1, 3, 8, 5, 3, 5)],
+                         ids=lambda c: "B{}-H{}-cap{}-D{}-len{}-T{}".format(*c))
+def test_decode_fills_to_capacity(learner, case):
+    _check_decode(learner, *case, seed=45)
 
 
 @pytest.mark.exercise("decode_step")
@@ -177,6 +188,7 @@ def test_decode_loop_equals_full_attention(learner):
 
 
 @pytest.mark.exercise("decode_step")
+@pytest.mark.points(2)
 @pytest.mark.parametrize("length,T", [(4, 1), (2, 3)], ids=["one-token", "chunk"])
 def test_decode_past_capacity_raises(learner, length, T):
     args = _decode_inputs(1, 2, 4, 3, length, T, seed=60)
@@ -237,6 +249,31 @@ def test_ring_wraps_around_many_times(learner, W):
 
 
 @pytest.mark.exercise("ring_write")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("case", [(1, 2, 4, 3, 2, 10), (2, 1, 3, 2, 5, 8)],
+                         ids=lambda c: "B{}-Hkv{}-W{}-D{}-start{}-T{}".format(*c))
+def test_ring_chunk_longer_than_the_window(learner, case):
+    _check_ring(learner, *case, seed=85)
+
+
+@pytest.mark.exercise("ring_write")
+@pytest.mark.points(3)
+def test_ring_mixed_chunks(learner):
+    B, Hkv, D, W = 1, 2, 3, 4
+    k_ring, v_ring = torch.zeros(B, Hkv, W, D), torch.zeros(B, Hkv, W, D)
+    slot_pos = torch.full((W,), -1, dtype=torch.long)
+    p = 0
+    for n in (5, 1, 2, 7, 1, 3):                                       # crosses the wrap, and longer than W
+        kn, vn = rand(B, Hkv, n, D, seed=190 + p), rand(B, Hkv, n, D, seed=290 + p)
+        want = reference_ring_write(k_ring, v_ring, slot_pos, kn, vn, p)
+        res = _tuple(learner.ring_write(k_ring, v_ring, slot_pos, kn, vn, p), 3, f"ring_write of {n} tokens at {p}")
+        for name, got, exp in zip(("k_ring", "v_ring", "slot_pos"), res, want):
+            expect(got, exp, what=f"after chunks of 5, 1, 2, 7, 1, 3 tokens (now {n} at position {p}), W={W}: {name}")
+        k_ring, v_ring, slot_pos = want
+        p += n
+
+
+@pytest.mark.exercise("ring_write")
 def test_ring_float64(learner):
     _check_ring(learner, 2, 1, 4, 5, 6, 3, seed=90, dtype=torch.float64)
 
@@ -275,6 +312,7 @@ def test_read_uses_table_order(learner):
 
 
 @pytest.mark.exercise("read_block_table")
+@pytest.mark.points(3)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64], ids=dname)
 def test_read_keeps_dtype(learner, dtype):
     pool = rand(5, 2, 3, 4, seed=120, dtype=dtype)

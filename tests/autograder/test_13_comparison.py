@@ -6,17 +6,21 @@ Every expected value comes from the package through the adapters of
 
 Coverage (keep it true when tests change):
 - rms_norm: (C,), (T, C), (B, T, C), C = 1..97; float32/64; float16 with values near 300 (squares
-  overflow float16: statistics must be float32) and bfloat16 (dtype kept); eps inside the root
-  (tiny inputs, several eps); inputs with a large mean (RMSNorm is not LayerNorm); float64
-  gradients for x and weight; rule: torch's rms_norm / RMSNorm.
+  overflow float16: statistics must be float32) and bfloat16 (dtype kept), weighted; eps inside the
+  root (tiny inputs, several eps, and eps = 0.5 at unit scale: a hard-coded eps fails); inputs with
+  a large mean (RMSNorm is not LayerNorm); float64 gradients for x and weight, weighted; rule:
+  torch's rms_norm / RMSNorm.
 - swiglu: 1-D to 3-D x, C != F, F = 1, float32/64 and bfloat16; gate and up not swapped (the SiLU
   on the gate); float64 gradients for x and the three matrices.
-- rope: positions (T,) and (B, T), starting at 0 and far from it (up to 5000), D = 2..128, one and
-  several heads, bases 10000 and 500000, float32/64 (float64 angles) and bfloat16; half-split
-  pairs, θ_i = base^(-2i/D); float64 gradient.
-- decoder_layer: MHA, GQA and MQA; window None, 1, 3 and >= T; T = 1 and 17; positions (T,) and
-  (B, T) with offsets; eps and base passed through; float32/64; float64 gradient for x; causality.
-  Graded with the reference rms_norm, swiglu and rope (``uses``).
+- rope: positions (T,) and (B, T), starting at 0 and far from it (up to 5000), gapped (B, T)
+  positions, D = 2..128, one and several heads, bases 100, 10000 and 500000 (an ignored base
+  fails), float32/64 (float64 angles) and bfloat16; half-split pairs, θ_i = base^(-2i/D); float64
+  gradient.
+- decoder_layer: MHA, GQA and MQA (causality and gradient with GQA, where a `repeat` grouping
+  fails); window None, 1, 2, 3, 4 and >= T; T = 1 and 17; positions (T,) and (B, T) with gaps
+  (ignoring positions fails); eps and base passed through (non-default values, with a window);
+  float32/64; float64 gradient for x; causality. Graded with the reference rms_norm, swiglu and
+  rope (``uses``).
 """
 from __future__ import annotations
 
@@ -58,10 +62,10 @@ def test_rms_norm_matches_reference(learner, shape, dtype):
 
 
 @pytest.mark.exercise("rms_norm")
-@pytest.mark.points(2)
-@pytest.mark.parametrize("eps", [1e-6, 1e-2], ids=str)
-def test_rms_norm_eps_inside_the_root(learner, eps):
-    x, w = rand(3, 8, seed=3, scale=1e-3), rand(8, seed=4)
+@pytest.mark.points(5)      # eps is one of the two arguments: a hard-coded eps loses a third
+@pytest.mark.parametrize("eps, scale", [(1e-6, 1e-3), (1e-2, 1e-3), (0.5, 1.0)], ids=str)
+def test_rms_norm_eps_inside_the_root(learner, eps, scale):
+    x, w = rand(3, 8, seed=3, scale=scale), rand(8, seed=4)
     expect(learner.rms_norm(x, w, eps), reference_rms_norm(x, w, eps),
            what=f"rms_norm of tiny inputs with eps={eps:g} (eps goes inside the square root)")
 
@@ -74,15 +78,16 @@ def test_rms_norm_is_not_layer_norm(learner):
 
 
 @pytest.mark.exercise("rms_norm")
+@pytest.mark.points(3)
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dname)
 def test_rms_norm_low_precision(learner, dtype):
     x, w = rand(2, 5, 32, seed=7, scale=300.0).to(dtype), rand(32, seed=8).to(dtype)
     expect(learner.rms_norm(x, w), reference_rms_norm(x, w),
-           what=f"rms_norm of {dname(dtype)} inputs near 300 (their squares overflow float16: use float32 statistics)")
+           what=f"rms_norm of {dname(dtype)} inputs near 300 (compute the mean square in float32, return {dname(dtype)})")
 
 
 @pytest.mark.exercise("rms_norm")
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 def test_rms_norm_gradients(learner):
     x, w = rand(3, 6, seed=9, dtype=torch.float64), rand(6, seed=10, dtype=torch.float64)
     g = rand(3, 6, seed=11, dtype=torch.float64)
@@ -160,12 +165,22 @@ def test_rope_matches_reference(learner, case, dtype):
 
 @pytest.mark.exercise("rope")
 @pytest.mark.points(2)
-def test_rope_per_sequence_positions_and_base(learner):
+@pytest.mark.parametrize("base", [10000.0, 500000.0, 100.0], ids=lambda b: f"base{b:g}")
+def test_rope_per_sequence_positions_and_base(learner, base):
     x = rand(3, 2, 4, 10, seed=31)
     pos = torch.tensor([[0, 1, 2, 3], [7, 8, 9, 10], [100, 101, 102, 103]])
-    for base in (10000.0, 500000.0):
-        expect(learner.rope(x, pos, base), reference_rope(x, pos, base),
-               what=f"rope with per-sequence positions (B, T) and base {base:g}")
+    expect(learner.rope(x, pos, base), reference_rope(x, pos, base),
+           what=f"rope with per-sequence positions (B, T) and base {base:g}")
+
+
+@pytest.mark.exercise("rope")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dname)
+def test_rope_gapped_positions_and_base(learner, dtype):
+    x = rand(2, 3, 5, 8, seed=35, dtype=dtype)
+    pos = torch.tensor([[0, 1, 2, 6, 7], [3, 5, 8, 13, 21]])            # not consecutive, not from 0
+    expect(learner.rope(x, pos, 500000.0), reference_rope(x, pos, 500000.0),
+           what=f"rope of {dname(dtype)} x with positions [[0, 1, 2, 6, 7], [3, 5, 8, 13, 21]] and base 500000")
 
 
 @pytest.mark.exercise("rope")
@@ -179,6 +194,7 @@ def test_rope_pairs_are_half_split(learner):
 
 
 @pytest.mark.exercise("rope")
+@pytest.mark.points(2)
 def test_rope_bfloat16(learner):
     x = rand(2, 2, 6, 8, seed=32).bfloat16()
     pos = torch.arange(6)
@@ -201,7 +217,7 @@ def test_rope_gradient(learner):
 
 # ============================================================================ decoder_layer
 LAYER_CASES = [  # (B, T, C, H, Hkv, F, window)
-    (1, 1, 8, 2, 2, 8, None), (2, 6, 16, 4, 4, 24, None), (2, 7, 16, 4, 2, 24, None), (1, 9, 24, 6, 1, 16, None),
+    (1, 1, 8, 2, 2, 8, None), (2, 6, 16, 4, 4, 24, None), (2, 7, 16, 4, 2, 24, 2), (1, 9, 24, 6, 1, 16, 4),
     (2, 8, 16, 4, 2, 20, 3), (1, 17, 16, 2, 1, 12, 1), (2, 5, 16, 4, 2, 16, 8),
 ]
 
@@ -223,27 +239,41 @@ def test_decoder_layer_matches_reference(learner, case, dtype):
 
 
 @pytest.mark.exercise("decoder_layer")
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 def test_decoder_layer_positions_eps_base(learner):
     x = rand(2, 5, 16, seed=42)
     w = random_weights(16, 4, 2, 16, seed=43)
-    pos = torch.tensor([[10, 11, 12, 13, 14], [0, 1, 2, 3, 4]])
+    pos = torch.tensor([[0, 1, 2, 6, 7], [3, 5, 8, 13, 21]])            # gaps: RoPE sees i - j change
     expect(learner.decoder_layer(x, w, pos, 4, 2, None, 1e-3, 500000.0),
            reference_decoder_layer(x, w, pos, 4, 2, None, 1e-3, 500000.0),
-           what="decoder_layer with per-sequence positions (B, T), eps=1e-3 and base 500000")
+           what="decoder_layer with per-sequence positions (B, T) [[0, 1, 2, 6, 7], [3, 5, 8, 13, 21]], eps=1e-3 and "
+                "base 500000")
+
+
+@pytest.mark.exercise("decoder_layer")
+@pytest.mark.points(3)
+@pytest.mark.parametrize("eps, base", [(1e-2, 100.0), (0.5, 10000.0)], ids=["eps0.01-base100", "eps0.5"])
+def test_decoder_layer_eps_and_base_reach_the_parts(learner, eps, base):
+    x = rand(1, 6, 16, seed=50, scale=0.2)
+    w = random_weights(16, 4, 2, 16, seed=51)
+    pos = torch.tensor([2, 3, 5, 9, 10, 11])
+    expect(learner.decoder_layer(x, w, pos, 4, 2, 3, eps, base),
+           reference_decoder_layer(x, w, pos, 4, 2, 3, eps, base),
+           what=f"decoder_layer with positions (T,) [2, 3, 5, 9, 10, 11], window 3, eps={eps:g} and base {base:g} "
+                "(both norms use eps, RoPE uses base)")
 
 
 @pytest.mark.exercise("decoder_layer")
 @pytest.mark.points(2)
 def test_decoder_layer_is_causal(learner):
     x = rand(1, 8, 16, seed=44)
-    w = random_weights(16, 4, 1, 16, seed=45)
+    w = random_weights(16, 4, 2, 16, seed=45)
     pos = torch.arange(8)
     y = x.clone()
     y[:, 5:] = rand(1, 3, 16, seed=46, scale=20.0)
-    a = learner.decoder_layer(x, w, pos, 4, 1)
-    b = learner.decoder_layer(y, w, pos, 4, 1)
-    expect(a, reference_decoder_layer(x, w, pos, 4, 1), what="decoder_layer output (T = 8)")
+    a = learner.decoder_layer(x, w, pos, 4, 2)
+    b = learner.decoder_layer(y, w, pos, 4, 2)
+    expect(a, reference_decoder_layer(x, w, pos, 4, 2), what="decoder_layer output (T = 8, 4 query heads, 2 K/V heads)")
     expect_true(isinstance(b, torch.Tensor) and b.shape == a.shape, "decoder_layer should return (B, T, C)")
     expect(b[:, :5], a[:, :5], what="outputs 0-4 after tokens 5-7 were changed (a token sees no later token)")
 
@@ -252,14 +282,14 @@ def test_decoder_layer_is_causal(learner):
 @pytest.mark.points(2)
 def test_decoder_layer_gradient(learner):
     x = rand(2, 4, 8, seed=47, dtype=torch.float64)
-    w = random_weights(8, 2, 1, 8, seed=48, dtype=torch.float64)
+    w = random_weights(8, 4, 2, 8, seed=48, dtype=torch.float64)
     g = rand(2, 4, 8, seed=49, dtype=torch.float64)
     pos = torch.arange(4)
-    out, (grad,) = learner.decoder_layer.grad(x, w, pos, 2, 1, 3, wrt=(0,), grad_output=g)
+    out, (grad,) = learner.decoder_layer.grad(x, w, pos, 4, 2, 3, wrt=(0,), grad_output=g)
     rx = x.clone().requires_grad_(True)
     from attncourse.checks.ch13_comparison import layer_from_weights
     from attncourse.llama import decoder_mask
-    layer = layer_from_weights(w, 2, 1, window=3)
+    layer = layer_from_weights(w, 4, 2, window=3)
     ref = layer(rx, pos.expand(2, 4), decoder_mask(4, 4, None, 3))
     (want,) = torch.autograd.grad(ref, rx, g)
     expect(out, ref.detach(), what="decoder_layer in the gradient test (window 3)")

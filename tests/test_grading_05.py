@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import pytest
 
-from mutants import assert_mistakes_cost_only_their_exercise, grade_mutants
+from mutants import assert_mistakes_cost_only_their_exercise, edited, grade_mutants
+
+CH = "05_sliding_window"
 
 
 ABS_WINDOW = """
@@ -51,32 +53,12 @@ L_TIMES_W = """
 return layers * window if causal else 2 * layers * window
 """
 
-CLAMPED_OFFSET = """
-p = torch.arange(tq).view(-1, 1) + max(tk - tq, 0)    # wrong when Tq > Tk
-d = p - torch.arange(tk).view(1, -1)
-return (d >= 0) & (d < window) if causal else d.abs() < window
-"""
-_SWA = """
-tq, tk = q.shape[-2], k.shape[-2]
-outs = []
-for i0 in range(0, tq, block):
-    i1 = min(i0 + block, tq)
-    hi, lo = i1 + tk - tq, max(i0 + tk - tq - window + 1, 0)
-    if hi <= 0:
-        outs.append(q.new_zeros(*q.shape[:-2], i1 - i0, v.shape[-1]))
-        continue
-    s = q[..., i0:i1, :] @ k[..., lo:hi, :].transpose(-2, -1) / math.sqrt({width}.shape[-1])
-    keep = window_mask(i1 - i0, hi - lo, window)
-    w = torch.softmax(s.masked_fill(~keep, float("-inf")), -1)
-    {zero_rows}
-    outs.append(w @ v[..., lo:hi, :])
-return torch.cat(outs, dim=-2)
-"""
-SCALED_BY_DV = _SWA.format(width="v", zero_rows="w = torch.where(keep.any(-1, keepdim=True), w, 0.0)")
-IN_PLACE = _SWA.format(width="q", zero_rows="w[w.isnan()] = 0.0                   # in place: backward fails")
-WRONG_BIDIRECTIONAL = """
-return layers * (window - 1) + 1 if causal else layers * (2 * window - 1)
-"""
+CLAMPED_OFFSET = edited(CH, "window_mask", ("+ (tk - tq)", "+ max(tk - tq, 0)"))      # wrong when Tq > Tk
+SCALED_BY_DV = edited(CH, "sliding_window_attention", ("/ math.sqrt(q.shape[-1])", "/ math.sqrt(v.shape[-1])"))
+IN_PLACE = edited(CH, "sliding_window_attention", (                                  # backward fails
+    "weights = torch.where(keep.any(-1, keepdim=True), weights, 0.0)", "weights[weights.isnan()] = 0.0"))
+WRONG_BIDIRECTIONAL = edited(CH, "receptive_field", ("return (reach if causal else 2 * reach) + 1",
+                                                    "return reach + 1 if causal else layers * (2 * window - 1)"))
 
 MUTANTS = {  # name: {exercise id: replacement of its solution region}
     "abs_window+forgets_block+LW": {"window_mask": ABS_WINDOW, "sliding_window_attention": FORGETS_PREVIOUS_BLOCK,
@@ -92,7 +74,7 @@ MAX_KEPT = {"window_mask": 0.6, "sliding_window_attention": 0.7, "receptive_fiel
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    return grade_mutants("05_sliding_window", MUTANTS, tmp_path_factory.mktemp("mutants05"))
+    return grade_mutants(CH, MUTANTS, tmp_path_factory.mktemp("mutants05"))
 
 
 @pytest.mark.parametrize("name", list(MUTANTS))

@@ -53,6 +53,9 @@ def compare(actual, expected: torch.Tensor, *, what: str = "result", rtol: float
                 f"values are finite ({'hint: ' + nan_hint if nan_hint else _nan_hint(e, bad_nan)})")
     bad_inf = torch.isinf(a) & ~torch.isinf(e)
     if bad_inf.any():
+        if bool((a[bad_inf] < 0).all()):   # -inf: not an overflow of exp(), usually a max or log of nothing
+            return (f"{what} contains -inf in {int(bad_inf.sum())} entries where the expected values are finite "
+                    "(hint: a maximum or log taken over no values, e.g. a block that was skipped or fully masked)")
         return (f"{what} contains inf in {int(bad_inf.sum())} entries where the expected values are finite "
                 "(hint: exp() overflows for large scores; subtract the row maximum first)")
     d_rtol, d_atol = tolerance(actual.dtype)

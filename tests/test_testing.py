@@ -36,3 +36,17 @@ def test_a_caller_can_name_the_cause():
 def test_hidden_values_are_not_revealed():
     msg = compare(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]), what="out", reveal_values=False)
     assert "2.5" not in msg and "differs" in msg
+
+
+def test_minus_inf_is_not_called_an_overflow():
+    want = torch.tensor([1.0, 2.0, 3.0])
+    neg = compare(torch.tensor([1.0, float("-inf"), 3.0]), want)
+    pos = compare(torch.tensor([1.0, float("inf"), 3.0]), want)
+    assert "-inf in 1 entries" in neg and "overflows" not in neg and "skipped" in neg
+    assert "contains inf in 1 entries" in pos and "overflows" in pos
+
+
+def test_one_or_two_entries_hide_the_largest_error():
+    assert "largest error" not in compare(torch.tensor([1.5]), torch.tensor([1.0]), reveal_values=False)
+    assert "largest error" in compare(torch.tensor([1.5, 2.0, 3.0]), torch.ones(3), reveal_values=False)
+    assert "largest error" in compare(torch.tensor([1.5]), torch.tensor([1.0]))

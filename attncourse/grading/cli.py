@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="a notebook, or a folder of notebooks")
     p.add_argument("--format", "-f", default="json,markdown",
                    help=f"comma-separated report formats: {', '.join(FORMATS)} or all (default: json,markdown)")
-    p.add_argument("--output", "-o", default="grading-report", help="folder for the reports (default: grading-report)")
+    p.add_argument("--output", "--out", "-o", default="grading-report",
+                   help="folder for the reports (default: grading-report); --out as in `attncourse bench`")
     p.add_argument("--tests", default=None,
                    help="folder of hidden tests test_<chapter>.py (default: tests/autograder)")
     p.add_argument("--chapter", default=None,

@@ -86,6 +86,9 @@ def encode_value(value, blobs: list[bytes], depth: int = 0) -> dict:
         return {"kind": "dtype", "value": dtype_name(value)}
     try:
         name = type(value).__name__
+        module = str(type(value).__module__ or "")
+        if module.split(".")[0] in ("numpy", "torch"):   # numpy.int64, not a bare "int64" read as torch's
+            name = f"{module.split('.')[0]}.{name}"
     except Exception:  # a hostile metaclass
         name = "object"
     return {"kind": "object", "type": str(name)[:100]}

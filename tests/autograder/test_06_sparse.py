@@ -93,8 +93,8 @@ def test_strided_matches_reference(learner, case):
 def test_strided_counts_back_from_the_query(learner, case):
     tq, tk, s = case
     expect(learner.strided_mask(tq, tk, s), reference_strided_mask(tq, tk, s),
-           what=f"strided_mask({tq}, {tk}, {s}) (the strided keys are p - stride, p - 2·stride, ...: "
-                "(p - j) % stride == 0, not j % stride == 0)")
+           what=f"strided_mask({tq}, {tk}, {s}) (query i sits at p = Tk - Tq + i; its strided keys are p - stride, "
+                "p - 2·stride, ...: (p - j) % stride == 0, not j % stride == 0)")
 
 
 @pytest.mark.exercise("strided_mask")
@@ -148,8 +148,8 @@ def test_fixed_matches_reference(learner, case):
 def test_fixed_summary_keys_are_the_last_c(learner, case):
     tq, tk, s, c = case
     expect(learner.fixed_mask(tq, tk, s, c), reference_fixed_mask(tq, tk, s, c),
-           what=f"fixed_mask({tq}, {tk}, {s}, {c}) (the summary keys of a block are its last c: "
-                "j % stride >= stride - c)")
+           what=f"fixed_mask({tq}, {tk}, {s}, {c}) (query i sits at p = Tk - Tq + i; the summary keys of a block "
+                "are its last c: j % stride >= stride - c)")
 
 
 @pytest.mark.exercise("fixed_mask")

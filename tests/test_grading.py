@@ -139,3 +139,24 @@ def test_error_messages_are_explained_and_cut_at_a_boundary():
     assert _clip(long, 60) == "A first sentence long enough to keep."
     assert _clip("word " * 100, 40).endswith("word…") and len(_clip("word " * 100, 40)) <= 40
     assert _clip("short") == "short"
+
+
+@pytest.mark.parametrize("src", [
+    "def f(x):\n    return f.__globals__['torch'].softmax(x, -1)\n",
+    "def f(x):\n    return torch.ops.aten.softmax(x, -1, False)\n",
+    "import torch._C as C\n",
+    "def f(x):\n    return getattr(sys.modules['attncourse.core'], 'attention')(x, x, x)\n",
+    "from attncourse.checks.ch13_comparison import reference_swiglu\n",
+    "def f(x):\n    return checks.reference_swiglu(x)\n",
+    "__name__ = 'attncourse.fake'\n",
+    "def f(x):\n    return eval('x')\n",
+], ids=["globals", "torch.ops", "torch._C", "string", "reference-import", "reference-attr", "__name__", "eval"])
+def test_static_check_flags_ways_around_the_rules_in_every_exercise(src):
+    assert static_violations(src, from_scratch=False, context="import torch, sys")
+
+
+def test_static_check_leaves_ordinary_code_alone():
+    src = ("import math\nimport torch\n"
+           "def f(x, w):\n    \"\"\"Uses attncourse.checks in the notebook, not here.\"\"\"\n"
+           "    s = x @ w.T / math.sqrt(x.shape[-1])\n    return torch.softmax(s, -1).mT\n")
+    assert static_violations(src, from_scratch=False) == []

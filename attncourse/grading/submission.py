@@ -187,6 +187,8 @@ def why_forbidden(used: str, spec: dict) -> str:
     """The reason shown after "... which this exercise does not allow", pointing at the stated rule."""
     if "attncourse" in used:
         return "(the course's reference code is not your code; see the notebook's Not allowed lines)"
+    if "torch internals" in used or any(t in used for t in TAMPER_NAMES + TAMPER_CALLS + ("__name__", "_attncourse")):
+        return "(it reaches around the grader's checks; see the notebook's \"Not allowed in any exercise\" line)"
     if spec.get("from_scratch"):
         return "(this exercise is written from scratch; see its Not allowed line)"
     return "(see the exercise's Not allowed line)"

@@ -164,6 +164,34 @@ def shortcuts() -> dict:
     })
 
 
+def tricks() -> dict:
+    """Reaching the reference around the rules: a wrapper's closure, unlisted reference functions
+    through strings built at run time, torch's operator namespace."""
+    return with_sources({
+        "stable_softmax": (
+            "import importlib\n"
+            "_f = importlib.import_module('attn' + 'course.core').stable_softmax\n"
+            "_orig = _f.__closure__[0].cell_contents\n"
+            "def softmax(x, dim=-1):\n"
+            "    return _orig(x, dim)\n"),
+        "causal_mask": (
+            "import importlib\n"
+            "def causal_mask(tq, tk):\n"
+            "    m = importlib.import_module('attn' + 'course.masks')\n"
+            "    return getattr(m, 'sliding_window' + '_mask')(tq, tk, tk)\n"),
+        "padding_mask": (
+            "import importlib\n"
+            "def padding_mask(lengths, t):\n"
+            "    m = importlib.import_module('attn' + 'course.masks')\n"
+            "    return getattr(m, 'mater' + 'ialize')(getattr(m, 'padd' + 'ing')(lengths), len(lengths), 1, 1, t)\n"),
+        "sdpa": (
+            "import torch\n"
+            "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+            "    ops = getattr(torch, 'op' + 's')\n"
+            "    return getattr(ops.aten, 'scaled_dot_' + 'product_attention')(q, k, v, attn_mask=mask)\n"),
+    })
+
+
 # exercise id -> (expected score, a substring of its feedback); None: any message
 EXPECT = {
     "crashers": {
@@ -190,6 +218,12 @@ EXPECT = {
         "padding_mask": (0, None),
         "sdpa": (0, "NaN"),
     },
+    "tricks": {
+        "stable_softmax": (0, "reaches around the grader"),
+        "causal_mask": (0, "attncourse.masks.sliding_window_mask"),   # not on any list: the package-wide rule
+        "padding_mask": (0, "attncourse.masks.padding"),
+        "sdpa": (0, "torch.ops.aten.scaled_dot_product_attention"),
+    },
     "shortcuts": {
         "stable_softmax": (2, None),  # correct, only loud
         "causal_mask": (0, "did not finish within"),
@@ -199,4 +233,4 @@ EXPECT = {
 }
 
 SUBMISSIONS = {"crashers": crashers, "liars": liars, "broken_cells": broken_cells, "escapes": escapes,
-               "shortcuts": shortcuts}
+               "shortcuts": shortcuts, "tricks": tricks}

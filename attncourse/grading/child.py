@@ -123,21 +123,24 @@ def _resolve(dotted):
 # so is a call to one of the public checks' ``reference_*`` answers.
 REFERENCE_MODULES = ("alibi", "bench", "compare", "core", "data", "flash", "gqa", "kvcache", "llama", "local",
                      "masks", "model", "multihead", "positions", "rope", "sparse")
-_EVERY_EXERCISE = frozenset({"*"})
-_wrapped: dict[int, set[str]] = {}     # id(wrapper) -> exercises it records calls for
+_wrapped: dict[int, set[str]] = {}     # id(wrapper) -> exercises it records calls for ("*": every exercise)
 _originals: dict[int, object] = {}     # id(wrapper) -> the original (never an attribute of the wrapper)
 
 
-def _make_tripwire(original, dotted: str, who: set[str], direct_only: bool = False):
-    """A wrapper that records a call made while an exercise in ``who`` runs. ``direct_only``: only a
-    call from outside the course's package counts (the helpers a notebook may use, such as
+def _from_the_package(frame) -> bool:
+    name = str(frame.f_globals.get("__name__", ""))
+    return name == "attncourse" or name.startswith("attncourse.")
+
+
+def _make_tripwire(original, dotted: str, who: set[str]):
+    """A wrapper that records a call made while an exercise runs: any call from an exercise in
+    ``who``; with ``"*"`` in ``who``, also a call from any other exercise, unless it comes from
+    inside the course's package (the helpers a notebook may use, such as
     ``attncourse.triton_support``, call reference code themselves)."""
     def tripwire(*args, **kwargs):
         current = _current["exercise"]
-        if current is not None and (current in who or "*" in who):
-            caller = sys._getframe(1).f_globals.get("__name__", "") if direct_only else ""
-            if not (caller == "attncourse" or str(caller).startswith("attncourse.")):
-                _violations.append(dotted)
+        if current is not None and (current in who or ("*" in who and not _from_the_package(sys._getframe(1)))):
+            _violations.append(dotted)
         return original(*args, **kwargs)
     tripwire.__name__ = getattr(original, "__name__", dotted.rsplit(".", 1)[-1])
     tripwire.__qualname__ = getattr(original, "__qualname__", tripwire.__name__)
@@ -161,26 +164,29 @@ def _bindings(originals: dict[int, object], modules) -> dict[int, list]:
     return found
 
 
-def _rebind(wrapper, places) -> None:
-    for obj, name in places:
-        try:
-            setattr(obj, name, wrapper)
-        except Exception:
-            pass
+def _wrap(plan: dict[int, tuple], modules) -> None:
+    """``plan``: ``{id(original): (original, dotted, [(owner, attr)], who)}``; rebind each wrapper
+    wherever its original is bound in ``modules``, and where the plan says."""
+    places = _bindings({k: v[0] for k, v in plan.items()}, modules)
+    for key, (original, dotted, own, who) in plan.items():
+        wrapper = _make_tripwire(original, dotted, who)
+        for obj, name in own + places.get(key, []):
+            try:
+                setattr(obj, name, wrapper)
+            except Exception:
+                pass
 
 
-def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
+def install_tripwires(forbidden: dict[str, list[str]]) -> None:
     """Replace each forbidden callable by a wrapper that records calls made by that exercise.
 
     The original is replaced wherever it is bound (``attncourse.attention`` and
     ``attncourse.core.attention`` are one object), so an import in the setup cell gets the
     wrapper too. The wrapper still calls the original: the result is scored as usual and the
     parent turns the recorded call into a failing test with a clear message. Then every function
-    and method of the course's reference modules gets a wrapper for every exercise.
+    and method of the course's reference code records calls from every exercise.
     """
-    installed = []
-    pending: dict[int, object] = {}
-    plan = []
+    plan: dict[int, tuple] = {}
     for dotted, exercises in forbidden.items():
         found = _resolve(dotted)
         if found is None:
@@ -188,50 +194,44 @@ def install_tripwires(forbidden: dict[str, list[str]]) -> list[str]:
         owner, attr, original = found
         if id(original) in _wrapped:
             _wrapped[id(original)].update(exercises)
-            continue
-        if id(original) in pending:
-            next(who for o, _, _, who in plan if o is original).update(exercises)
-            continue
-        pending[id(original)] = original
-        plan.append((original, dotted, [(owner, attr)], set(exercises)))
-    places = _bindings(pending, list(sys.modules.values()))
-    for original, dotted, own, who in plan:
-        _rebind(_make_tripwire(original, dotted, who), own + places.get(id(original), []))
-        installed.append(dotted)
+        elif id(original) in plan:
+            plan[id(original)][3].update(exercises)
+        else:
+            plan[id(original)] = (original, dotted, [(owner, attr)], set(exercises))
+    _wrap(plan, list(sys.modules.values()))
     _wrap_reference_code()
-    return installed
 
 
 def _wrap_reference_code() -> None:
-    """Every function and method defined in the reference modules, and the checks' answers."""
-    import importlib
+    """Every function and method defined in the reference modules, and the checks' answers, for
+    every exercise (``"*"``); one that FORBIDDEN already wrapped for some exercises gets ``"*"`` too."""
+    package = [m for n, m in list(sys.modules.items()) if n == "attncourse" or n.startswith("attncourse.")]
+    plan: dict[int, tuple] = {}
 
-    refs: dict[int, tuple[object, str, list]] = {}
-    namespaces = []
+    def add(obj, dotted, own=()):
+        if id(obj) in _wrapped:
+            _wrapped[id(obj)].add("*")
+        elif isinstance(obj, types.FunctionType):
+            plan.setdefault(id(obj), (obj, dotted, list(own), {"*"}))
+
+    def home(obj):                                          # the module that defined it (or its original)
+        return getattr(_originals.get(id(obj), obj), "__module__", None)
+
     for short in REFERENCE_MODULES:
-        try:
-            mod = importlib.import_module(f"attncourse.{short}")
-        except Exception:
-            continue
-        namespaces.append(mod)
-        for name, obj in list(vars(mod).items()):
-            if isinstance(obj, types.FunctionType) and obj.__module__ == mod.__name__:
-                refs.setdefault(id(obj), (obj, f"{mod.__name__}.{name}", []))
-            elif isinstance(obj, type) and obj.__module__ == mod.__name__:
+        mod = sys.modules.get(f"attncourse.{short}")
+        for name, obj in list(vars(mod).items()) if mod else []:
+            if isinstance(obj, type) and obj.__module__ == mod.__name__:
                 for attr, fn in list(vars(obj).items()):
-                    if isinstance(fn, types.FunctionType) and (not attr.startswith("__") or attr == "__call__"):
-                        refs.setdefault(id(fn), (fn, f"{mod.__name__}.{name}.{attr}", [(obj, attr)]))
-    checks = [m for n, m in list(sys.modules.items()) if n.startswith("attncourse.checks.")]
-    for mod in checks:
-        for name, obj in list(vars(mod).items()):
-            if name.startswith("reference_") and isinstance(obj, types.FunctionType):
-                refs.setdefault(id(obj), (obj, f"{mod.__name__}.{name}", []))
-    refs = {k: v for k, v in refs.items() if k not in _wrapped}
-    places = _bindings({k: v[0] for k, v in refs.items()},
-                       [m for n, m in list(sys.modules.items()) if n == "attncourse" or n.startswith("attncourse.")]
-                       + [sys.modules.get("__main__")])
-    for key, (original, dotted, own) in refs.items():
-        _rebind(_make_tripwire(original, dotted, set(_EVERY_EXERCISE), direct_only=True), own + places.get(key, []))
+                    if not attr.startswith("__") or attr == "__call__":
+                        add(fn, f"{mod.__name__}.{name}.{attr}", [(obj, attr)])
+            elif home(obj) == mod.__name__:
+                add(obj, f"{mod.__name__}.{name}")
+    for mod in package:
+        if mod.__name__.startswith("attncourse.checks."):
+            for name, obj in list(vars(mod).items()):
+                if name.startswith("reference_"):
+                    add(obj, f"{mod.__name__}.{name}")
+    _wrap(plan, package + [sys.modules.get("__main__")])
 
 
 # ----------------------------------------------------------------------------- supplied references

@@ -232,20 +232,28 @@ def test_ring_matches_reference(learner, case):
     _check_ring(learner, *case, seed=70)
 
 
+def _ring_sequence(learner, W, chunks, seed, what):
+    """Write chunks of the given sizes one after another into an empty ring, checking each step."""
+    B, Hkv, D = 1, 2, 3
+    k_ring, v_ring = torch.zeros(B, Hkv, W, D), torch.zeros(B, Hkv, W, D)
+    slot_pos = torch.full((W,), -1, dtype=torch.long)
+    p = 0
+    for n in chunks:
+        kn, vn = rand(B, Hkv, n, D, seed=seed + p), rand(B, Hkv, n, D, seed=seed + 100 + p)
+        want = reference_ring_write(k_ring, v_ring, slot_pos, kn, vn, p)
+        res = _tuple(learner.ring_write(k_ring, v_ring, slot_pos, kn, vn, p), 3,
+                     f"ring_write of {n} tokens at position {p}, W={W}")
+        for name, got, exp in zip(("k_ring", "v_ring", "slot_pos"), res, want):
+            expect(got, exp, what=f"{what} (now {n} at position {p}), W={W}: {name}")
+        k_ring, v_ring, slot_pos = want
+        p += n
+
+
 @pytest.mark.exercise("ring_write")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("W", [3, 4])
 def test_ring_wraps_around_many_times(learner, W):
-    B, Hkv, D = 1, 2, 3
-    k_ring, v_ring = torch.zeros(B, Hkv, W, D), torch.zeros(B, Hkv, W, D)
-    slot_pos = torch.full((W,), -1, dtype=torch.long)
-    for p in range(3 * W + 1):
-        k1, v1 = rand(B, Hkv, 1, D, seed=80 + p), rand(B, Hkv, 1, D, seed=180 + p)
-        want = reference_ring_write(k_ring, v_ring, slot_pos, k1, v1, p)
-        res = _tuple(learner.ring_write(k_ring, v_ring, slot_pos, k1, v1, p), 3, f"ring_write at position {p}, W={W}")
-        for name, got, exp in zip(("k_ring", "v_ring", "slot_pos"), res, want):
-            expect(got, exp, what=f"after writing positions 0..{p} one at a time into W={W} slots: {name}")
-        k_ring, v_ring, slot_pos = want
+    _ring_sequence(learner, W, [1] * (3 * W + 1), seed=80, what="after writing one position at a time")
 
 
 @pytest.mark.exercise("ring_write")
@@ -259,18 +267,8 @@ def test_ring_chunk_longer_than_the_window(learner, case):
 @pytest.mark.exercise("ring_write")
 @pytest.mark.points(3)
 def test_ring_mixed_chunks(learner):
-    B, Hkv, D, W = 1, 2, 3, 4
-    k_ring, v_ring = torch.zeros(B, Hkv, W, D), torch.zeros(B, Hkv, W, D)
-    slot_pos = torch.full((W,), -1, dtype=torch.long)
-    p = 0
-    for n in (5, 1, 2, 7, 1, 3):                                       # crosses the wrap, and longer than W
-        kn, vn = rand(B, Hkv, n, D, seed=190 + p), rand(B, Hkv, n, D, seed=290 + p)
-        want = reference_ring_write(k_ring, v_ring, slot_pos, kn, vn, p)
-        res = _tuple(learner.ring_write(k_ring, v_ring, slot_pos, kn, vn, p), 3, f"ring_write of {n} tokens at {p}")
-        for name, got, exp in zip(("k_ring", "v_ring", "slot_pos"), res, want):
-            expect(got, exp, what=f"after chunks of 5, 1, 2, 7, 1, 3 tokens (now {n} at position {p}), W={W}: {name}")
-        k_ring, v_ring, slot_pos = want
-        p += n
+    # crosses the wrap, and is longer than W
+    _ring_sequence(learner, 4, (5, 1, 2, 7, 1, 3), seed=190, what="after chunks of 5, 1, 2, 7, 1, 3 tokens")
 
 
 @pytest.mark.exercise("ring_write")
